@@ -1,0 +1,5 @@
+import sys
+
+from gnurouter.cli import main
+
+sys.exit(main())

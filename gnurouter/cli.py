@@ -1,0 +1,131 @@
+"""The `gnurouter` command.
+
+Options on the command line override the config file, which overrides the
+built-in defaults.  Any bad option or config value ends the program with one
+line on stderr and exit status 2, before a socket is opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gnurouter.config import ConfigError, RouterConfig, config_from_mapping, load_config_file
+
+PROG = "gnurouter"
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    add = run.add_argument
+    s = argparse.SUPPRESS  # only options actually given override the config file
+    add("--config", metavar="FILE.toml", help="read options from a TOML file ([router] table)")
+    add("--listen", metavar="HOST:PORT", default=s, help="address to accept peers on (127.0.0.1:6346)")
+    add(
+        "--peer",
+        dest="peers",
+        metavar="HOST:PORT",
+        action="append",
+        default=s,
+        help="a servent to stay connected to (repeatable)",
+    )
+    add("--max-peers", type=int, default=s, help="most neighbours at once (32)")
+    add("--target-peers", type=int, default=s, help="outgoing neighbours the catcher keeps up (8)")
+    add("--hosts-file", default=s, metavar="FILE", help="HOST:PORT per line; saved on exit")
+    add("--user-agent", default=s, help="User-Agent header value")
+    add("--no-deflate", dest="deflate", action="store_false", default=s, help="refuse deflate links")
+    add("--max-ttl", type=int, default=s, help="clamp hops+TTL of relayed messages to this (7)")
+    add("--route-ttl", default=s, metavar="DURATION", help="how long routes live (10m)")
+    add("--route-table-max", type=int, default=s, help="most routes kept (200000)")
+    add("--ping-mode", choices=("cache", "flood"), default=s, help="answer pings from the pong cache or flood them")
+    add("--keepalive-interval", default=s, metavar="DURATION", help="ping neighbours this often (30s)")
+    add(
+        "--query-delay",
+        default=s,
+        metavar="DURATION",
+        help="block the router stage this long per query, e.g. 20ms (the SEDA bottleneck)",
+    )
+    add("--router-threads", type=int, default=s, help="threads of the router stage (1)")
+    add("--batch-size", type=int, default=s, help="events per handler call (64)")
+    add(
+        "--conditioning",
+        choices=("default", "none"),
+        default=s,
+        help="'none' = unbounded queues, no shedding (reproduces the original's collapse)",
+    )
+    add("--packet-log", default=s, metavar="FILE", help="write the packet log here (rotating)")
+    add("--packet-log-max-bytes", type=int, default=s, help="rotate the packet log at this size")
+    add("--log-level", choices=("debug", "info", "warning", "error"), default=s)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="A Gnutella 0.6 packet router built as a staged event-driven architecture.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run a router",
+        description="Run a router until Ctrl-C or SIGTERM (then Bye to every peer, exit 0).",
+    )
+    _add_run_options(run)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RouterConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_config_file(args.config))
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    values.update(given)
+    return config_from_mapping(values)
+
+
+def _run(config: RouterConfig) -> int:
+    from twisted.internet import reactor
+
+    from gnurouter.service import RouterService
+
+    router = RouterService(config)
+    try:
+        router.startService()
+    except Exception as error:  # e.g. the port is taken
+        print(f"{PROG}: error: cannot start: {error}", file=sys.stderr)
+        return 1
+    reactor.addSystemEventTrigger("before", "shutdown", router.stopService)  # type: ignore[attr-defined]
+    # Twisted's own SIGINT/SIGTERM handlers stop the reactor, which runs the
+    # trigger above: Bye to every peer and a flushed packet log.
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:
+        parser.error(str(error))
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "run":
+        return _run(config)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

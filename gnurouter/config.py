@@ -1,0 +1,219 @@
+"""Router configuration: one dataclass, filled from defaults, a TOML file, then the command line.
+
+Every option has the same name in both places (`--max-peers` on the command
+line, `max_peers` in the file).  Validation lives here so that the CLI, the
+config file and the control API refuse the same bad values with the same words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gnurouter.protocol.framer import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message says which and why."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str | float | int, *, name: str = "duration") -> float:
+    """'20ms', '2s', '5m', '1h' or a bare number of seconds -> seconds."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{name}: expected a duration like 20ms or 2s, got {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ConfigError(f"{name}: must not be negative, got {text}")
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{name}: expected a duration like 20ms, 2s or 5m, got {text!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_address(text: str, *, name: str = "address") -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"{name}: expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: port must be 0..65535, got {port}")
+    return host.strip("[]"), port
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+
+    def check(self, name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer in {self.low}..{self.high}, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"{name}: {value} is outside the allowed range {self.low}..{self.high}")
+        return value
+
+
+@dataclass
+class RouterConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 6346)
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    max_peers: int = 32
+    target_peers: int = 8
+    hosts_file: str | None = None
+    user_agent: str = "gnurouter/0.1"
+    ultrapeer: bool = True
+    deflate: bool = True
+    # Routing
+    max_ttl: int = 7
+    route_ttl: float = 600.0
+    route_table_max: int = 200_000
+    route_cleanup_interval: float = 10.0
+    ping_mode: str = "cache"
+    ping_refresh_interval: float = 5.0
+    pong_cache_size: int = 50
+    pongs_per_ping: int = 10
+    ping_rate_per_peer: float = 1.0
+    ping_burst_per_peer: int = 5
+    max_malformed_per_peer: int = 50
+    keepalive_interval: float = 30.0
+    # Stages
+    query_delay: float = 0.0
+    router_threads: int = 1
+    batch_size: int = 64
+    reader_pause_length: int = 2000
+    conditioning: str = "default"
+    stage_thresholds: dict[str, int | None] = field(default_factory=dict)
+    peer_output_max_bytes: int = 256 * 1024
+    # Packet log
+    packet_log: str | None = None
+    packet_log_max_bytes: int = 10 * 1024 * 1024
+    packet_log_backups: int = 5
+    # Protocol limits
+    payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
+    # Control and observation
+    control_listen: tuple[str, int] | None = None
+    log_level: str = "info"
+
+    def validate(self) -> RouterConfig:
+        IntRange(1, 10_000).check("max_peers", self.max_peers)
+        IntRange(0, 10_000).check("target_peers", self.target_peers)
+        if self.target_peers > self.max_peers:
+            raise ConfigError(
+                f"target_peers ({self.target_peers}) cannot exceed max_peers ({self.max_peers})"
+            )
+        IntRange(1, 15).check("max_ttl", self.max_ttl)
+        IntRange(16, 10_000_000).check("route_table_max", self.route_table_max)
+        IntRange(1, 64).check("router_threads", self.router_threads)
+        IntRange(1, 10_000).check("batch_size", self.batch_size)
+        IntRange(1, 10_000_000).check("reader_pause_length", self.reader_pause_length)
+        IntRange(0, 10_000).check("pong_cache_size", self.pong_cache_size)
+        IntRange(0, 1000).check("pongs_per_ping", self.pongs_per_ping)
+        IntRange(1, 1_000_000).check("ping_burst_per_peer", self.ping_burst_per_peer)
+        IntRange(1, 1_000_000).check("max_malformed_per_peer", self.max_malformed_per_peer)
+        IntRange(1024, 1 << 30).check("peer_output_max_bytes", self.peer_output_max_bytes)
+        IntRange(4096, 1 << 40).check("packet_log_max_bytes", self.packet_log_max_bytes)
+        IntRange(0, 1000).check("packet_log_backups", self.packet_log_backups)
+        if not 1.0 <= self.route_ttl <= 86_400.0:
+            raise ConfigError(f"route_ttl: {self.route_ttl}s is outside 1s..24h")
+        if not 0.1 <= self.route_cleanup_interval <= 3600.0:
+            raise ConfigError("route_cleanup_interval must be within 100ms..1h")
+        if not 0.0 <= self.query_delay <= 10.0:
+            raise ConfigError(f"query_delay: {self.query_delay}s is outside 0..10s")
+        if self.ping_rate_per_peer <= 0:
+            raise ConfigError("ping_rate_per_peer must be positive")
+        if self.keepalive_interval < 1.0:
+            raise ConfigError("keepalive_interval must be at least 1s")
+        if self.ping_mode not in ("cache", "flood"):
+            raise ConfigError(f"ping_mode: expected 'cache' or 'flood', got {self.ping_mode!r}")
+        if self.conditioning not in ("default", "none"):
+            raise ConfigError(
+                f"conditioning: expected 'default' or 'none', got {self.conditioning!r}"
+            )
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level: expected debug/info/warning/error, got {self.log_level!r}")
+        for stage, threshold in self.stage_thresholds.items():
+            if stage not in ("reader", "parser", "router", "connection", "catcher"):
+                raise ConfigError(f"stage_thresholds: unknown stage {stage!r}")
+            if threshold is not None:
+                IntRange(1, 10_000_000).check(f"stage_thresholds.{stage}", threshold)
+        return self
+
+
+_DURATION_FIELDS = {
+    "route_ttl",
+    "route_cleanup_interval",
+    "ping_refresh_interval",
+    "keepalive_interval",
+    "query_delay",
+}
+_FIELD_TYPES = {f.name: f for f in dataclasses.fields(RouterConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _DURATION_FIELDS:
+        return parse_duration(value, name=name)
+    if name in ("listen", "control_listen"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected 'HOST:PORT', got {value!r}")
+        return parse_address(value, name=name)
+    if name == "peers":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("peers: expected a list of 'HOST:PORT' strings")
+        return [parse_address(v, name="peers") for v in value]
+    if name == "payload_limits":
+        if not isinstance(value, Mapping):
+            raise ConfigError("payload_limits: expected a table of type = bytes")
+        try:
+            return PayloadLimits.from_mapping(value)
+        except ValueError as error:
+            raise ConfigError(f"payload_limits: {error}") from error
+    if name == "stage_thresholds":
+        if not isinstance(value, Mapping):
+            raise ConfigError("stage_thresholds: expected a table of stage = length")
+        return {str(k): (None if v in (0, "none") else v) for k, v in value.items()}
+    expected = _FIELD_TYPES[name].type
+    if expected == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if expected in ("str", "str | None") and not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    if expected == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    return value
+
+
+def config_from_mapping(values: Mapping[str, Any], base: RouterConfig | None = None) -> RouterConfig:
+    """Apply `values` (file keys, dashes or underscores) over `base`; unknown keys are errors."""
+    config = base if base is not None else RouterConfig()
+    changes: dict[str, Any] = {}
+    for raw_name, value in values.items():
+        name = raw_name.replace("-", "_")
+        if name not in _FIELD_TYPES:
+            raise ConfigError(f"unknown option {raw_name!r}")
+        changes[name] = _coerce(name, value)
+    return dataclasses.replace(config, **changes).validate()
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; its `[router]` table, or the top level if there is none."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    router = data.get("router", data)
+    if not isinstance(router, dict):
+        raise ConfigError(f"config file {path}: [router] must be a table")
+    return router

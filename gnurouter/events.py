@@ -1,0 +1,137 @@
+"""The events that travel between stages.
+
+Each has a `kind`, the label its stage counts drops and delays by; for
+messages that is the Gnutella type name, so an operator sees "query" refused
+at the router rather than "MessageArrived".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gnurouter.peers import Peer
+from gnurouter.protocol.messages import Body, Message
+
+
+@dataclass(slots=True)
+class BytesReceived:
+    """Raw bytes from a peer's socket (reader stage)."""
+
+    peer: Peer
+    data: bytes
+    kind: str = "bytes"
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """Bytes of one peer's stream, coalesced by the reader (parser stage)."""
+
+    peer: Peer
+    data: bytes
+    kind: str = "bytes"
+
+
+@dataclass(slots=True)
+class PeerOpened:
+    """A socket is up; the parser starts the handshake if we initiated it."""
+
+    peer: Peer
+    kind: str = "peer-opened"
+
+
+@dataclass(slots=True)
+class PeerLost:
+    """The socket is gone, for whatever reason."""
+
+    peer: Peer
+    reason: str
+    kind: str = "peer-lost"
+
+
+@dataclass(slots=True)
+class MessageArrived:
+    """A framed, validated message from an established peer (router stage)."""
+
+    peer: Peer
+    message: Message
+    body: Body | None
+    kind: str = "message"
+
+    def __post_init__(self) -> None:
+        self.kind = self.message.type_name
+
+
+@dataclass(slots=True)
+class PeerJoined:
+    peer: Peer
+    kind: str = "peer-joined"
+
+
+@dataclass(slots=True)
+class PeerLeft:
+    peer: Peer
+    kind: str = "peer-left"
+
+
+@dataclass(slots=True)
+class SendMessage:
+    """One message for one peer (connection stage)."""
+
+    peer: Peer
+    message: Message
+    kind: str = "message"
+
+    def __post_init__(self) -> None:
+        self.kind = self.message.type_name
+
+
+@dataclass(slots=True)
+class SendRaw:
+    """Handshake bytes, written as they are, ahead of any message."""
+
+    peer: Peer
+    data: bytes
+    close_after: bool = False
+    kind: str = "handshake"
+
+
+@dataclass(slots=True)
+class ClosePeer:
+    """Flush what is queued, send Bye (when the link speaks 0.6), then close."""
+
+    peer: Peer
+    code: int
+    reason: str
+    kind: str = "close"
+
+
+@dataclass(slots=True)
+class LinkWritable:
+    """The socket drained below its high-water mark; queued output may go."""
+
+    peer: Peer
+    kind: str = "writable"
+
+
+@dataclass(slots=True)
+class Tick:
+    """A timer firing: always on the housekeeping path, never dropped."""
+
+    name: str
+    kind: str = "tick"
+
+
+@dataclass(slots=True)
+class HostsLearned:
+    """Addresses of servents heard of (pongs, X-Try-Ultrapeers), for the catcher."""
+
+    hosts: list[tuple[str, int]] = field(default_factory=list)
+    source: str = "pong"
+    kind: str = "hosts"
+
+
+@dataclass(slots=True)
+class ConnectFailed:
+    address: tuple[str, int]
+    reason: str
+    kind: str = "connect-failed"

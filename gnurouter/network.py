@@ -1,0 +1,141 @@
+"""Twisted at the edge: sockets become reader-stage events, and `PeerLink` becomes socket calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gnurouter.conditioning.backpressure import InputFlowControl
+from gnurouter.events import BytesReceived, LinkWritable, PeerLost, PeerOpened
+from gnurouter.peers import Peer
+from gnurouter.protocol.connection import PeerConnection
+from gnurouter.protocol.handshake import Role
+from gnurouter.seda.stage import Sink
+
+log = logging.getLogger(__name__)
+
+
+@implementer(IPushProducer)
+class GnutellaWire(protocol.Protocol):
+    """One TCP connection.  It parses nothing: bytes go to the reader stage.
+
+    It registers itself as the transport's producer so that the transport
+    tells it when the kernel buffer is full (`pauseProducing`): that is the
+    signal the connection stage uses to hold a clogged peer's output in its
+    own bounded queue instead of in Twisted's unbounded one.
+    """
+
+    def __init__(self, factory: GnutellaFactory, outgoing: bool) -> None:
+        self.factory = factory
+        self.outgoing = outgoing
+        self.peer: Peer | None = None
+        self._write_paused = False
+        self._reading_paused = False
+
+    # -- Twisted protocol --------------------------------------------------
+
+    def connectionMade(self) -> None:
+        address = self.transport.getPeer()  # type: ignore[union-attr]
+        role = Role.INITIATOR if self.outgoing else Role.ACCEPTOR
+        self.peer = Peer(
+            (address.host, address.port),
+            self,
+            self.factory.make_connection(role),
+            outgoing=self.outgoing,
+        )
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.factory.reader.enqueue(PeerOpened(self.peer))
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.peer is not None
+        self.factory.reader.enqueue(BytesReceived(self.peer, data))
+        self.factory.flow.after_input(self)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.peer is not None:
+            self.factory.reader.enqueue(PeerLost(self.peer, reason.getErrorMessage()))
+
+    # -- IPushProducer: the transport telling us about its write buffer -----
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        if self.peer is not None:
+            self.factory.connection.enqueue_housekeeping(LinkWritable(self.peer))
+
+    def stopProducing(self) -> None:
+        self._write_paused = True
+
+    # -- PeerLink ------------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        # Unregister first: a transport with a registered producer may wait
+        # for it before honouring loseConnection.
+        self._write_paused = True
+        if self.transport is not None and self.transport.producer is not None:  # type: ignore[attr-defined]
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+
+class GnutellaFactory(protocol.Factory):
+    """Builds a `GnutellaWire` per socket, for accepted and initiated connections alike."""
+
+    def __init__(
+        self,
+        *,
+        reader: Sink,
+        connection: Sink,
+        flow: InputFlowControl,
+        make_connection: Callable[[Role], PeerConnection],
+        outgoing: bool = False,
+    ) -> None:
+        self.reader = reader
+        self.connection = connection
+        self.flow = flow
+        self.make_connection = make_connection
+        self.outgoing = outgoing
+
+    def buildProtocol(self, addr: Any) -> GnutellaWire:
+        return GnutellaWire(self, self.outgoing)
+
+
+class OutgoingFactory(protocol.ClientFactory):
+    """One connection attempt; a failure is reported to the catcher."""
+
+    def __init__(self, base: GnutellaFactory, on_failure: Callable[[str], None]) -> None:
+        self.base = base
+        self.on_failure = on_failure
+
+    def buildProtocol(self, addr: Any) -> GnutellaWire:
+        return GnutellaWire(self.base, outgoing=True)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.on_failure(reason.getErrorMessage())

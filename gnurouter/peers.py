@@ -1,0 +1,161 @@
+"""Neighbours as the stages see them: an id, an address, a protocol state and a link.
+
+A `PeerLink` is the only thing a stage may do to a socket (write, close,
+pause reading); the Twisted protocol in `gnurouter.network` implements it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gnurouter.protocol.connection import PeerConnection
+from gnurouter.protocol.messages import Message
+
+
+class PeerLink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None:
+        """Close after everything written so far has been sent."""
+
+    def abort(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the kernel socket buffer is full and writes pile up in user space."""
+
+
+class PeerState:
+    HANDSHAKING = "handshaking"
+    ESTABLISHED = "established"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass
+class PeerCounters:
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    malformed: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+_peer_ids = itertools.count(1)  # 0 is routing.LOCAL
+
+
+class Peer:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        link: PeerLink,
+        connection: PeerConnection,
+        *,
+        outgoing: bool,
+        clock: float | None = None,
+    ) -> None:
+        self.id = next(_peer_ids)
+        self.address = address
+        self.link = link
+        self.connection = connection
+        self.outgoing = outgoing
+        self.state = PeerState.HANDSHAKING
+        self.connected_at = time.time() if clock is None else clock
+        self.last_heard = time.monotonic()
+        self.user_agent = ""
+        self.listen_address: tuple[str, int] | None = None
+        self.counters = PeerCounters()
+        # Messages waiting for the socket to drain; bounded by the connection stage.
+        self.output: deque[Message] = deque()
+        self.output_bytes = 0
+        self.close_reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        host, port = self.address
+        return f"{host}:{port}"
+
+    @property
+    def established(self) -> bool:
+        return self.state == PeerState.ESTABLISHED
+
+    def __repr__(self) -> str:
+        return f"<Peer #{self.id} {self.label} {self.state}>"
+
+
+class PeerTable:
+    """All current neighbours by id; written on the reactor thread, read from anywhere."""
+
+    def __init__(self) -> None:
+        self._peers: dict[int, Peer] = {}
+        self._lock = threading.Lock()
+        # What departed peers exchanged, so router totals never go backwards.
+        self.departed = PeerCounters()
+        # Called with the peer whenever one is established or removed.
+        self.listeners: list[Callable[[Peer], None]] = []
+
+    def announce(self, peer: Peer) -> None:
+        """Tell listeners the peer changed state (established or gone)."""
+        for listener in self.listeners:
+            listener(peer)
+
+    def add(self, peer: Peer) -> None:
+        with self._lock:
+            self._peers[peer.id] = peer
+
+    def remove(self, peer: Peer) -> None:
+        with self._lock:
+            if self._peers.pop(peer.id, None) is None:
+                return
+            gone = peer.counters
+            self.departed.messages_in += gone.messages_in
+            self.departed.messages_out += gone.messages_out
+            self.departed.bytes_in += gone.bytes_in
+            self.departed.bytes_out += gone.bytes_out
+        self.announce(peer)
+
+    def get(self, peer_id: int) -> Peer | None:
+        return self._peers.get(peer_id)
+
+    def __iter__(self) -> Iterator[Peer]:
+        with self._lock:
+            return iter(list(self._peers.values()))
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def established(self) -> list[Peer]:
+        return [peer for peer in self if peer.established]
+
+    def count(self, *, outgoing: bool | None = None, include_handshaking: bool = True) -> int:
+        total = 0
+        for peer in self:
+            if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+                continue
+            if not include_handshaking and not peer.established:
+                continue
+            if outgoing is None or peer.outgoing == outgoing:
+                total += 1
+        return total
+
+    def addresses(self) -> set[tuple[str, int]]:
+        found: set[tuple[str, int]] = set()
+        for peer in self:
+            found.add(peer.address)
+            if peer.listen_address is not None:
+                found.add(peer.listen_address)
+        return found

@@ -1,0 +1,154 @@
+"""A minimal Gnutella servent on Twisted: connects, shakes hands, sends and collects messages.
+
+It is the router's counterpart in tests, the benchmark and trace replay: a
+real TCP peer doing the real 0.6 handshake through the same sans-I/O
+`PeerConnection` the router uses, with none of the router's stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import defer, endpoints, protocol
+from twisted.python.failure import Failure
+
+from gnurouter.protocol.connection import PeerConnection
+from gnurouter.protocol.errors import ProtocolError
+from gnurouter.protocol.handshake import (
+    ConnectRequest,
+    ConnectResponse,
+    HandshakeComplete,
+    HandshakeRefused,
+    Headers,
+    Role,
+    negotiate_encoding,
+)
+from gnurouter.protocol.messages import Message, MessageType, Pong
+
+DEFAULT_HEADERS = (
+    ("User-Agent", "gnurouter-servent/0.1"),
+    ("X-Ultrapeer", "False"),
+    ("X-Query-Routing", "0.2"),
+    ("Pong-Caching", "0.1"),
+    ("GGEP", "0.5"),
+    ("Bye-Packet", "0.1"),
+)
+
+
+class ServentProtocol(protocol.Protocol):
+    """One link to a router.  `established` fires after the handshake; messages land in `inbox`."""
+
+    def __init__(
+        self,
+        *,
+        headers: Iterable[tuple[str, str]] = DEFAULT_HEADERS,
+        deflate: bool = False,
+        answer_pings: Pong | None = None,
+        on_message: Callable[[Message], None] | None = None,
+        keep_inbox: bool = True,
+    ) -> None:
+        pairs = list(headers)
+        if deflate:
+            pairs.append(("Accept-Encoding", "deflate"))
+        self.headers = Headers.from_pairs(pairs)
+        self.deflate = deflate
+        self.answer_pings = answer_pings
+        self.on_message = on_message
+        self.keep_inbox = keep_inbox
+        self.connection = PeerConnection(Role.INITIATOR)
+        self.established: defer.Deferred[ServentProtocol] = defer.Deferred()
+        self.closed: defer.Deferred[str] = defer.Deferred()
+        self.inbox: defer.DeferredQueue[Message] = defer.DeferredQueue()
+        self.received: list[Message] = []
+        self.refusal: HandshakeRefused | None = None
+        self.error: ProtocolError | None = None
+        self.wire_in = bytearray()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.connection.start(self.headers))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.wire_in += data
+        try:
+            events = self.connection.receive_data(data)
+        except ProtocolError as error:
+            self.error = error
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        for event in events:
+            if isinstance(event, Message):
+                self._message(event)
+            elif isinstance(event, ConnectResponse) and event.status == 200:
+                if self.connection.established:
+                    continue
+                reply = Headers.from_pairs(
+                    negotiate_encoding(event.headers, we_support_deflate=self.deflate)
+                )
+                self.transport.write(self.connection.confirm(reply))  # type: ignore[union-attr]
+                if self.connection.established and not self.established.called:
+                    self.established.callback(self)
+            elif isinstance(event, HandshakeComplete):
+                if not self.established.called:
+                    self.established.callback(self)
+            elif isinstance(event, HandshakeRefused):
+                self.refusal = event
+            elif isinstance(event, ConnectRequest):  # pragma: no cover - we only initiate
+                raise AssertionError("servent received a connect request")
+
+    def _message(self, message: Message) -> None:
+        if self.keep_inbox:
+            self.received.append(message)
+            self.inbox.put(message)
+        if self.on_message is not None:
+            self.on_message(message)
+        if (
+            self.answer_pings is not None
+            and message.type == MessageType.PING
+            and self.connection.established
+        ):
+            self.send(Message.from_body(message.guid, message.hops + 1, 0, self.answer_pings))
+
+    def send(self, *messages: Message) -> None:
+        self.transport.write(self.connection.send(messages))  # type: ignore[union-attr]
+
+    def send_raw(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if not self.established.called:
+            detail = (
+                f"refused {self.refusal.status} {self.refusal.reason}"
+                if self.refusal
+                else reason.getErrorMessage()
+            )
+            self.established.errback(ConnectionError(detail))
+        if not self.closed.called:
+            self.closed.callback(reason.getErrorMessage())
+
+    def messages_of(self, type_: int) -> list[Message]:
+        return [message for message in self.received if message.type == type_]
+
+    async def next_message(
+        self, reactor: Any, predicate: Callable[[Message], bool] = lambda m: True, timeout: float = 10
+    ) -> Message:
+        """The next message satisfying `predicate`, skipping others; TimeoutError after `timeout`."""
+        while True:
+            waiting = self.inbox.get()
+            waiting.addTimeout(timeout, reactor)
+            message = await waiting
+            if predicate(message):
+                return message
+
+
+async def connect_servent(reactor: Any, host: str, port: int, **kwargs: Any) -> ServentProtocol:
+    """Open a link to a router and complete the handshake."""
+    servent = ServentProtocol(**kwargs)
+    await endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, port), servent)
+    established = servent.established
+    established.addTimeout(10, reactor)
+    await established
+    return servent

@@ -1,0 +1,372 @@
+"""The router as a Twisted `Service`: builds the stage graph, listens, runs the timers.
+
+Start and stop it as a unit (`startService`/`stopService`), under `twistd`,
+from the CLI, or from a test.  Stopping sends Bye to every neighbour, waits a
+bounded time for the sockets to drain, and flushes the packet log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IListeningPort
+
+from gnurouter.conditioning.backpressure import InputFlowControl
+from gnurouter.conditioning.thresholds import QueueThreshold
+from gnurouter.config import RouterConfig
+from gnurouter.control import ControlAPI, Parameter
+from gnurouter.events import ClosePeer, ConnectFailed, Tick
+from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages
+from gnurouter.handshaking import HandshakePolicy
+from gnurouter.hostcache import HostCache
+from gnurouter.metrics import MetricsSampler, router_counters, snapshot, stage_counters
+from gnurouter.network import GnutellaFactory, OutgoingFactory
+from gnurouter.packetlog import PacketLog
+from gnurouter.peers import PeerState, PeerTable
+from gnurouter.protocol.connection import PeerConnection
+from gnurouter.protocol.handshake import Role
+from gnurouter.protocol.messages import Pong
+from gnurouter.routing import Router, RoutingRules
+from gnurouter.seda.runtime import ReactorExecutor
+from gnurouter.seda.stage import Stage
+from gnurouter.stages.catcher import CatcherHandler
+from gnurouter.stages.connection import ConnectionHandler
+from gnurouter.stages.router import RouterHandler
+
+log = logging.getLogger(__name__)
+
+#: Default refusal thresholds for the message stages when conditioning is on:
+#: 1000 is the threshold of the SEDA experiment.
+DEFAULT_THRESHOLDS: dict[str, int | None] = {"router": 1000, "connection": 10_000, "catcher": 1000}
+SHUTDOWN_GRACE = 3.0
+
+
+def routing_rules(config: RouterConfig) -> RoutingRules:
+    return RoutingRules(
+        max_ttl=config.max_ttl,
+        route_ttl=config.route_ttl,
+        route_table_max=config.route_table_max,
+        ping_mode=config.ping_mode,
+        ping_refresh_interval=config.ping_refresh_interval,
+        pong_cache_size=config.pong_cache_size,
+        pongs_per_ping=config.pongs_per_ping,
+        ping_rate_per_peer=config.ping_rate_per_peer,
+        ping_burst_per_peer=config.ping_burst_per_peer,
+    )
+
+
+class RouterService(service.Service):
+    def __init__(self, config: RouterConfig, *, reactor: Any = None, name: str = "gnurouter") -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.config = config.validate()
+        self.config_name = name
+        self.setName(name)
+        self.started_at = 0.0
+        self.peers = PeerTable()
+        self.hosts = HostCache()
+        self.routing = Router(routing_rules(config), self._own_pong)
+        self.packet_log = PacketLog(
+            config.packet_log,
+            max_bytes=config.packet_log_max_bytes,
+            backups=config.packet_log_backups,
+        )
+        self.executor = ReactorExecutor(reactor)
+        self.flow = InputFlowControl([], config.reader_pause_length)
+        self.policy = HandshakePolicy(config, self.peers, self.hosts, self.listening_address)
+        context = RouterContext(
+            config=config,
+            peers=self.peers,
+            routing=self.routing,
+            packet_log=self.packet_log,
+            hosts=self.hosts,
+            policy=self.policy,
+            flow=self.flow,
+            connect=self.connect,
+            own_addresses=self._own_addresses,
+        )
+        self.stages: dict[str, Stage] = build_stages(
+            context, self.executor, on_handler_error=self._handler_failed
+        )
+        self.stream_stages = {spec.name for spec in STAGE_GRAPH if spec.stream}
+        self.flow.stages = [self.stages[name] for name in self.stream_stages]
+        self._install_thresholds()
+        self.sampler = MetricsSampler()
+        self.control = ControlAPI()
+        self._register_parameters()
+        self.factory = GnutellaFactory(
+            reader=self.stages["reader"],
+            connection=self.stages["connection"],
+            flow=self.flow,
+            make_connection=self._make_connection,
+        )
+        self._port: IListeningPort | None = None
+        self._timers: list[task.LoopingCall] = []
+
+    # -- wiring ----------------------------------------------------------
+
+    def _make_connection(self, role: Role) -> PeerConnection:
+        return PeerConnection(role, payload_limits=self.config.payload_limits)
+
+    def _install_thresholds(self) -> None:
+        defaults = DEFAULT_THRESHOLDS if self.config.conditioning == "default" else {}
+        for name, stage in self.stages.items():
+            if name in self.stream_stages:
+                continue
+            limit = self.config.stage_thresholds.get(name, defaults.get(name))
+            stage.admission.append(QueueThreshold(limit))
+
+    def _own_pong(self) -> Pong:
+        host, port = self.listening_address()
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return Pong(port=port, ip=host, files=0, kbytes=0)
+
+    def _own_addresses(self) -> set[tuple[str, int]]:
+        host, port = self.listening_address()
+        return {(host, port), ("127.0.0.1", port), ("localhost", port)}
+
+    def listening_address(self) -> tuple[str, int]:
+        if self._port is not None:
+            address = self._port.getHost()
+            return address.host, address.port  # type: ignore[attr-defined]
+        return self.config.listen
+
+    def _handler_failed(self, stage: Stage, error: BaseException, batch: list[object]) -> None:
+        log.error(
+            "stage %s: handler failed on a batch of %d events",
+            stage.name,
+            len(batch),
+            exc_info=(type(error), error, error.__traceback__),
+        )
+
+    # -- lifecycle -------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.started_at = time.time()
+        self.executor.start()
+        host, port = self.config.listen
+        self._port = self.reactor.listenTCP(port, self.factory, interface=host)
+        if self.config.hosts_file:
+            self.hosts.load(self.config.hosts_file)
+        for address in self.config.peers:
+            self.hosts.add(address, pinned=True)
+        self._every(self.config.route_cleanup_interval, self._tick, "router", "routes")
+        self._every(self.config.keepalive_interval, self._tick, "router", "keepalive", now=False)
+        self._every(2.0, self._tick, "catcher", "catch")
+        self._every(1.0, self.sample_metrics)
+        log.info("gnurouter listening on %s:%d", *self.listening_address())
+
+    def _every(self, interval: float, fn: Any, *args: Any, now: bool = True) -> None:
+        timer = task.LoopingCall(fn, *args)
+        timer.clock = self.reactor
+        timer.start(interval, now=now)
+        self._timers.append(timer)
+
+    def _tick(self, stage: str, name: str) -> None:
+        self.stages[stage].enqueue_housekeeping(Tick(name))
+
+    def sample_metrics(self) -> None:
+        values: dict[str, float] = {}
+        for stage in self.stages.values():
+            values.update(stage_counters(stage))
+        values.update(router_counters(self))
+        self.sampler.update(values)
+
+    def connect(self, address: tuple[str, int]) -> None:
+        host, port = address
+
+        def failed(reason: str) -> None:
+            log.info("connect to %s:%d failed: %s", host, port, reason)
+            self.stages["catcher"].enqueue_housekeeping(ConnectFailed(address, reason))
+
+        outgoing = OutgoingFactory(self.factory, failed)
+        self.reactor.connectTCP(host, port, outgoing, timeout=10)
+
+    def snapshot(self) -> dict[str, Any]:
+        return snapshot(self)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        for timer in self._timers:
+            if timer.running:
+                timer.stop()
+        self._timers.clear()
+        if self._port is not None:
+            yield self._port.stopListening()
+        for peer in self.peers:
+            if peer.state == PeerState.ESTABLISHED:
+                self.stages["connection"].enqueue_housekeeping(
+                    ClosePeer(peer, 200, "shutting down")
+                )
+            else:
+                peer.link.close()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while len(self.peers) and time.monotonic() < deadline:
+            yield task.deferLater(self.reactor, 0.02, lambda: None)
+        for peer in self.peers:
+            peer.link.abort()
+        self.packet_log.close()
+        if self.config.hosts_file:
+            try:
+                self.hosts.save(self.config.hosts_file)
+            except OSError as error:
+                log.warning("could not save hosts file %s: %s", self.config.hosts_file, error)
+        self.executor.stop()
+        self._port = None
+
+    # -- control ---------------------------------------------------------
+
+    def _register_parameters(self) -> None:
+        control_params: list[Parameter] = []
+        for name, stage in self.stages.items():
+            control_params.append(
+                Parameter(
+                    f"stage.{name}.batch_size",
+                    "int",
+                    lambda stage=stage: stage.batch_size,
+                    lambda value, stage=stage: setattr(stage, "batch_size", value),
+                    "events handed to the handler per call",
+                    low=1,
+                    high=10_000,
+                )
+            )
+            if name in self.stream_stages:
+                continue
+            threshold = next(c for c in stage.admission if isinstance(c, QueueThreshold))
+            control_params.append(
+                Parameter(
+                    f"stage.{name}.threshold",
+                    "int",
+                    lambda threshold=threshold: threshold.limit,
+                    lambda value, threshold=threshold: setattr(threshold, "limit", value),
+                    "queue length above which new events are refused",
+                    low=1,
+                    high=10_000_000,
+                    nullable=True,
+                )
+            )
+        router_stage = self.stages["router"]
+        router_handler = router_stage.handler
+        assert isinstance(router_handler, RouterHandler)
+        control_params.append(
+            Parameter(
+                "stage.router.threads",
+                "int",
+                lambda: router_stage.threads,
+                lambda value: setattr(router_stage, "threads", value),
+                "threads running the router stage",
+                low=1,
+                high=router_stage.max_threads,
+            )
+        )
+        control_params.append(
+            Parameter(
+                "input.pause_length",
+                "int",
+                lambda: self.flow.pause_length,
+                lambda value: setattr(self.flow, "pause_length", value),
+                "reader/parser backlog at which sockets stop being read",
+                low=1,
+                high=10_000_000,
+            )
+        )
+
+        def set_query_delay(value: float) -> None:
+            router_handler.query_delay = value
+            # A blocking handler must not run on the reactor thread.
+            router_stage.blocking = value > 0
+
+        control_params.append(
+            Parameter(
+                "router.query_delay",
+                "duration",
+                lambda: router_handler.query_delay,
+                set_query_delay,
+                "artificial blocking time per query (the SEDA experiment's bottleneck)",
+                low=0.0,
+                high=10.0,
+            )
+        )
+        rule_ranges: dict[str, tuple[str, float, float]] = {
+            "max_ttl": ("int", 1, 15),
+            "route_ttl": ("duration", 1.0, 86_400.0),
+            "route_table_max": ("int", 16, 10_000_000),
+            "pongs_per_ping": ("int", 0, 1000),
+            "ping_rate_per_peer": ("float", 0.001, 1000.0),
+        }
+        for field_name, (kind, low, high) in rule_ranges.items():
+            control_params.append(
+                Parameter(
+                    f"router.{field_name}",
+                    kind,
+                    lambda field_name=field_name: getattr(self.routing.rules, field_name),
+                    lambda value, field_name=field_name: self._set_rule(field_name, value),
+                    low=low,
+                    high=high,
+                )
+            )
+        control_params.append(
+            Parameter(
+                "router.ping_mode",
+                "choice",
+                lambda: self.routing.rules.ping_mode,
+                lambda value: self._set_rule("ping_mode", value),
+                "answer pings from the pong cache, or flood them like the original",
+                choices=("cache", "flood"),
+            )
+        )
+        control_params.append(
+            Parameter(
+                "packet_log.enabled",
+                "bool",
+                lambda: self.packet_log.enabled,
+                lambda value: setattr(self.packet_log, "enabled", value and self.packet_log.path is not None),
+                "write the packet log file (needs --packet-log)",
+            )
+        )
+        connection_handler = self.stages["connection"].handler
+        assert isinstance(connection_handler, ConnectionHandler)
+        control_params.append(
+            Parameter(
+                "peers.output_max_bytes",
+                "int",
+                lambda: connection_handler.peer_output_max_bytes,
+                lambda value: setattr(connection_handler, "peer_output_max_bytes", value),
+                "bytes a clogged peer may have queued before messages are dropped",
+                low=1024,
+                high=1 << 30,
+            )
+        )
+        catcher_handler = self.stages["catcher"].handler
+        assert isinstance(catcher_handler, CatcherHandler)
+        control_params.append(
+            Parameter(
+                "catcher.target_peers",
+                "int",
+                lambda: catcher_handler.target_peers,
+                lambda value: setattr(catcher_handler, "target_peers", value),
+                "outgoing connections the catcher keeps up",
+                low=0,
+                high=10_000,
+            )
+        )
+        for parameter in control_params:
+            self.control.register(parameter)
+
+    def _set_rule(self, field_name: str, value: Any) -> None:
+        router_handler = self.stages["router"].handler
+        assert isinstance(router_handler, RouterHandler)
+        rules = dataclasses.replace(self.routing.rules, **{field_name: value})
+        with router_handler._lock:
+            self.routing.apply_rules(rules)

@@ -1,0 +1,201 @@
+"""Parser stage: handshakes, inflation, framing and validation of each peer's stream.
+
+Everything protocol-shaped is delegated to the sans-I/O `PeerConnection`;
+this stage decides what the outcomes mean for the router: who is admitted,
+which messages reach the router stage, and who is disconnected for what.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from gnurouter.conditioning.backpressure import InputFlowControl
+from gnurouter.events import (
+    ClosePeer,
+    ConnectFailed,
+    HostsLearned,
+    MessageArrived,
+    PeerJoined,
+    PeerLeft,
+    PeerLost,
+    PeerOpened,
+    SendRaw,
+    StreamChunk,
+)
+from gnurouter.handshaking import HandshakePolicy, parse_try_hosts
+from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.protocol.errors import ProtocolError
+from gnurouter.protocol.handshake import (
+    ConnectRequest,
+    ConnectResponse,
+    HandshakeComplete,
+    HandshakeRefused,
+)
+from gnurouter.protocol.messages import Message
+from gnurouter.seda.stage import Sink, Stage
+
+log = logging.getLogger(__name__)
+
+
+class ParserHandler:
+    def __init__(
+        self,
+        *,
+        router: Sink,
+        connection: Sink,
+        catcher: Sink,
+        peers: PeerTable,
+        policy: HandshakePolicy,
+        flow: InputFlowControl,
+        max_malformed_per_peer: int,
+    ) -> None:
+        self.router = router
+        self.connection = connection
+        self.catcher = catcher
+        self.peers = peers
+        self.policy = policy
+        self.flow = flow
+        self.max_malformed_per_peer = max_malformed_per_peer
+        self.stage: Stage | None = None  # set by the graph builder, for drop counting
+        self.protocol_errors = 0
+        self.malformed = 0
+
+    def handle_events(self, batch: list[Any]) -> None:
+        for event in batch:
+            if isinstance(event, StreamChunk):
+                self._receive(event.peer, event.data)
+            elif isinstance(event, PeerOpened):
+                self._opened(event.peer)
+            elif isinstance(event, PeerLost):
+                self._lost(event.peer, event.reason)
+        self.flow.release_if_drained()
+
+    # -- lifecycle -------------------------------------------------------
+
+    def _opened(self, peer: Peer) -> None:
+        self.peers.add(peer)
+        if peer.outgoing:
+            data = peer.connection.start(self.policy.request_headers(peer))
+            self.connection.enqueue_housekeeping(SendRaw(peer, data))
+
+    def _lost(self, peer: Peer, reason: str) -> None:
+        was_established = peer.established
+        peer.state = PeerState.CLOSED
+        peer.close_reason = peer.close_reason or reason
+        self.peers.remove(peer)
+        if was_established:
+            self.router.enqueue_housekeeping(PeerLeft(peer))
+        elif peer.outgoing:
+            # A host that takes TCP but never completes the handshake backs
+            # off like one that refuses TCP.
+            self.catcher.enqueue_housekeeping(ConnectFailed(peer.address, reason))
+        log.info("peer %s closed: %s", peer.label, peer.close_reason)
+
+    def _close(self, peer: Peer, code: int, reason: str) -> None:
+        if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            return
+        peer.close_reason = f"{code} {reason}"
+        self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
+
+    # -- the stream ------------------------------------------------------
+
+    def _receive(self, peer: Peer, data: bytes) -> None:
+        if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            return
+        peer.last_heard = time.monotonic()
+        try:
+            events = peer.connection.receive_data(data)
+        except ProtocolError as error:
+            self.protocol_errors += 1
+            peer.counters.drop("protocol-error")
+            log.warning("peer %s: protocol error, disconnecting: %s", peer.label, error)
+            self._close(peer, error.bye_code, str(error))
+            return
+        for event in events:
+            if isinstance(event, Message):
+                self._message(peer, event)
+            elif isinstance(event, ConnectRequest):
+                self._request(peer, event)
+            elif isinstance(event, ConnectResponse):
+                self._response(peer, event)
+            elif isinstance(event, HandshakeComplete):
+                self._established(peer, event)
+            elif isinstance(event, HandshakeRefused):
+                self._refused(peer, event)
+            if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+                return
+
+    def _message(self, peer: Peer, message: Message) -> None:
+        counters = peer.counters
+        counters.messages_in += 1
+        try:
+            body = message.body()
+        except ProtocolError as error:
+            self.malformed += 1
+            counters.malformed += 1
+            counters.drop("malformed")
+            if self.stage is not None:
+                self.stage.count_drop("malformed", MessageArrived(peer, message, None))
+            log.info("peer %s: malformed %s dropped: %s", peer.label, message.type_name, error)
+            if counters.malformed > self.max_malformed_per_peer:
+                self._close(peer, 400, f"too many malformed messages ({counters.malformed})")
+            return
+        if not self.router.enqueue(MessageArrived(peer, message, body)):
+            counters.drop("router-refused")
+
+    def _request(self, peer: Peer, request: ConnectRequest) -> None:
+        self._note_peer_headers(peer, request.headers)
+        verdict = self.policy.respond(peer, request)
+        if verdict.accepted:
+            data = peer.connection.accept(verdict.headers)
+            self.connection.enqueue_housekeeping(SendRaw(peer, data))
+            if peer.connection.established:
+                # 0.4 has no third step: the handshake is over with our reply.
+                self._joined(peer)
+        else:
+            data = peer.connection.refuse(verdict.status, verdict.reason, verdict.headers)
+            peer.state = PeerState.CLOSING
+            peer.close_reason = f"refused: {verdict.status} {verdict.reason}"
+            self.connection.enqueue_housekeeping(SendRaw(peer, data, close_after=True))
+
+    def _response(self, peer: Peer, response: ConnectResponse) -> None:
+        self._note_peer_headers(peer, response.headers)
+        if response.status != 200 or peer.connection.established:
+            return  # a refusal also arrives as HandshakeRefused; the final 200 as Complete
+        data = peer.connection.confirm(self.policy.confirm_headers(response.headers))
+        self.connection.enqueue_housekeeping(SendRaw(peer, data))
+        if peer.connection.established:
+            self._joined(peer)
+
+    def _established(self, peer: Peer, complete: HandshakeComplete) -> None:
+        self._note_peer_headers(peer, complete.their_headers)
+        if not peer.established:
+            self._joined(peer)
+
+    def _joined(self, peer: Peer) -> None:
+        peer.state = PeerState.ESTABLISHED
+        self.router.enqueue_housekeeping(PeerJoined(peer))
+        self.peers.announce(peer)
+        log.info("peer %s established (%s)", peer.label, peer.user_agent or "no User-Agent")
+
+    def _refused(self, peer: Peer, refused: HandshakeRefused) -> None:
+        hosts = parse_try_hosts(refused.headers.get("X-Try-Ultrapeers"))
+        if hosts:
+            self.catcher.enqueue_housekeeping(HostsLearned(hosts, source="x-try-ultrapeers"))
+        if not refused.by_us:
+            peer.close_reason = f"refused by peer: {refused.status} {refused.reason}"
+            peer.state = PeerState.CLOSING
+            self.connection.enqueue_housekeeping(SendRaw(peer, b"", close_after=True))
+
+    def _note_peer_headers(self, peer: Peer, headers: Any) -> None:
+        agent = headers.get("User-Agent")
+        if agent:
+            peer.user_agent = agent[:200]
+        listen = parse_try_hosts(headers.get("Listen-IP") or headers.get("X-My-Address"), 1)
+        if listen:
+            peer.listen_address = listen[0]
+        hosts = parse_try_hosts(headers.get("X-Try-Ultrapeers"))
+        if hosts:
+            self.catcher.enqueue_housekeeping(HostsLearned(hosts, source="x-try-ultrapeers"))

@@ -1,0 +1,83 @@
+"""Shared fixtures: real routers on loopback sockets, real servents talking to them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from gnurouter.config import RouterConfig
+from gnurouter.events import MessageArrived
+from gnurouter.routing import Decision
+from gnurouter.service import RouterService
+from gnurouter.stages.router import RouterHandler
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally when a system dependency is missing, but fail loudly in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI (CI=true) but is missing")
+    pytest.skip(f"{what} is not available")
+
+
+class DecisionWatch:
+    """Turns a router's routing decisions into awaitable conditions (no sleeping)."""
+
+    def __init__(self, *routers: RouterService) -> None:
+        self.routers = routers
+        self.seen: list[tuple[MessageArrived, Decision]] = []
+        self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None]]] = []
+        for router in routers:
+            handler = router.stages["router"].handler
+            assert isinstance(handler, RouterHandler)
+            handler.observers.append(self._observe)
+
+    def _observe(self, event: MessageArrived, decision: Decision) -> None:
+        # May run on a router worker thread: hop to the reactor thread.
+        reactor.callFromThread(self._record, event, decision)
+
+    def _record(self, event: MessageArrived, decision: Decision) -> None:
+        self.seen.append((event, decision))
+        for waiter in list(self._waiters):
+            condition, waiting = waiter
+            if condition():
+                self._waiters.remove(waiter)
+                waiting.callback(None)
+
+    def for_guid(self, guid: bytes) -> list[tuple[MessageArrived, Decision]]:
+        return [(e, d) for e, d in self.seen if e.message.guid == guid]
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> defer.Deferred[None]:
+        waiting: defer.Deferred[None] = defer.Deferred()
+        if condition():
+            waiting.callback(None)
+        else:
+            self._waiters.append((condition, waiting))
+            waiting.addTimeout(timeout, reactor)
+        return waiting
+
+
+@pytest.fixture
+def start_router() -> Iterator[Callable[..., RouterService]]:
+    started: list[RouterService] = []
+
+    def start(**overrides: Any) -> RouterService:
+        values: dict[str, Any] = {"listen": ("127.0.0.1", 0), "target_peers": 0}
+        values.update(overrides)
+        router = RouterService(RouterConfig(**values), reactor=reactor, name=f"r{len(started) + 1}")
+        router.startService()
+        started.append(router)
+        return router
+
+    yield start
+    for router in started:
+        if router.running:
+            pytest_twisted.blockon(router.stopService())

@@ -1,0 +1,240 @@
+"""Four routers on loopback, with servents at the edges: the routing rules end to end.
+
+Topology (router links), chosen so that a flood has two paths to most routers
+and duplicates must be suppressed:
+
+    r1 ── r2
+    │ \\    │
+    r4 ── r3
+
+Each router also has one servent: s1 at r1, s2 at r2, s3 at r3, s4 at r4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+
+from gnurouter.protocol.messages import (
+    Message,
+    MessageType,
+    Ping,
+    Pong,
+    Push,
+    Query,
+    QueryHit,
+    QueryHitResult,
+    new_guid,
+)
+from gnurouter.service import RouterService
+from gnurouter.servent import ServentProtocol, connect_servent
+from tests.conftest import DecisionWatch
+
+LINKS = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]
+
+
+def wait_for(router: RouterService, condition: Callable[[], bool], timeout: float = 10.0) -> Any:
+    """A Deferred that fires once `condition` holds, re-checked whenever a peer changes state."""
+    done: defer.Deferred[None] = defer.Deferred()
+
+    def check(_peer: object = None) -> None:
+        if not done.called and condition():
+            router.peers.listeners.remove(check)
+            done.callback(None)
+
+    router.peers.listeners.append(check)
+    check()
+    if not done.called:
+        done.addTimeout(timeout, reactor)
+    return done
+
+
+def established(router: RouterService) -> int:
+    return len(router.peers.established())
+
+
+async def build_network(start_router: Callable[..., RouterService], **config: Any) -> list[RouterService]:
+    routers = [start_router(**config) for _ in range(4)]
+    degree = [0, 0, 0, 0]
+    for a, b in LINKS:
+        routers[a].connect(routers[b].listening_address())
+        degree[a] += 1
+        degree[b] += 1
+    for router, wanted in zip(routers, degree, strict=True):
+        await wait_for(router, lambda r=router, w=wanted: established(r) >= w)
+    return routers
+
+
+async def attach_servents(routers: list[RouterService]) -> list[ServentProtocol]:
+    servents = []
+    for index, router in enumerate(routers):
+        host, port = router.listening_address()
+        pong = Pong(port=7000 + index, ip=f"10.9.9.{index + 1}", files=index, kbytes=index)
+        servents.append(await connect_servent(reactor, host, port, answer_pings=pong))
+    for router in routers:
+        await wait_for(router, lambda r=router: established(r) >= sum(
+            1 for a, b in LINKS if router in (routers[a], routers[b])
+        ) + 1)
+    return servents
+
+
+def query(criteria: str = "free music", ttl: int = 7, guid: bytes | None = None) -> Message:
+    return Message.from_body(guid or new_guid(), ttl, 0, Query(flags=0, criteria=criteria))
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_floods_once_and_hit_and_push_route_back(start_router: Any) -> None:
+    routers = await build_network(start_router)
+    watch = DecisionWatch(*routers)
+    s1, s2, s3, s4 = await attach_servents(routers)
+
+    request = query()
+    s1.send(request)
+    copies = [
+        await servent.next_message(reactor, lambda m: m.guid == request.guid) for servent in (s2, s3, s4)
+    ]
+    # Every router relays a flood once, to every router neighbour but the one
+    # it heard it from first, so routers receive 2|E| - n + 1 copies in all;
+    # all but n of them are duplicates.
+    expected_receptions = 2 * len(LINKS) - len(routers) + 1
+
+    await watch.wait_until(lambda: len(watch.for_guid(request.guid)) >= expected_receptions)
+    decisions = [d for _, d in watch.for_guid(request.guid)]
+    assert sum(d.action == "forwarded" for d in decisions) == len(routers)
+    assert sum(d.reason == "duplicate" for d in decisions) == expected_receptions - len(routers)
+    for servent in (s2, s3, s4):
+        assert [m.guid for m in servent.received].count(request.guid) == 1
+    assert not any(m.guid == request.guid for m in s1.received)
+    for copy in copies:
+        assert copy.payload == request.payload  # relayed byte for byte
+        assert copy.hops >= 1 and copy.hops + copy.ttl <= request.ttl
+
+    # s3 answers; the hit retraces the query's path to s1 only.
+    servent_id = bytes(range(16))
+    hit = Message.from_body(
+        request.guid,
+        7,
+        0,
+        QueryHit(
+            port=6346,
+            ip="10.9.9.3",
+            speed=1000,
+            results=(QueryHitResult(index=5, size=4096, name="free music.ogg"),),
+            servent_id=servent_id,
+        ),
+    )
+    s3.send(hit)
+    got = await s1.next_message(reactor, lambda m: m.type == MessageType.QUERY_HIT)
+    assert got.guid == request.guid and got.payload == hit.payload
+    assert QueryHit.servent_id_of(got.payload) == servent_id
+
+    # A push for that servent id follows the hit's path back to s3.
+    push = Message.from_body(new_guid(), 7, 0, Push(servent_id, 5, "10.9.9.1", 6346))
+    s1.send(push)
+    arrived = await s3.next_message(reactor, lambda m: m.type == MessageType.PUSH)
+    assert arrived.guid == push.guid and arrived.payload == push.payload
+    assert not s2.messages_of(MessageType.QUERY_HIT) and not s2.messages_of(MessageType.PUSH)
+    assert not s4.messages_of(MessageType.QUERY_HIT) and not s4.messages_of(MessageType.PUSH)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pongs_route_back_to_the_pinger(start_router: Any) -> None:
+    routers = await build_network(start_router)
+    s1, s2, s3, s4 = await attach_servents(routers)
+    ping = Message.from_body(new_guid(), 7, 0, Ping())
+    s1.send(ping)
+    wanted = {("10.9.9.2", 7001), ("10.9.9.3", 7002), ("10.9.9.4", 7003)}
+    routers_wanted = {router.listening_address()[1] for router in routers}
+    seen_servents: set[tuple[str, int]] = set()
+    seen_routers: set[int] = set()
+    while not (wanted <= seen_servents and routers_wanted <= seen_routers):
+        pong = await s1.next_message(reactor, lambda m: m.type == MessageType.PONG)
+        assert pong.guid == ping.guid
+        body = pong.body()
+        assert isinstance(body, Pong)
+        seen_servents.add((body.ip, body.port))
+        seen_routers.add(body.port)
+    # Nobody else gets replies that were meant for s1.
+    for servent in (s2, s3, s4):
+        assert not any(m.type == MessageType.PONG and m.guid == ping.guid for m in servent.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicates_and_expired_ttl_are_dropped(start_router: Any) -> None:
+    routers = await build_network(start_router, max_ttl=7)
+    watch = DecisionWatch(routers[0])
+    s1, s2, s3, s4 = await attach_servents(routers)
+
+    first = query("once")
+    s1.send(first)
+    await s2.next_message(reactor, lambda m: m.guid == first.guid)
+    s1.send(first)  # the same GUID again, straight from the same servent
+    await watch.wait_until(
+        lambda: any(d.reason == "duplicate" for _, d in watch.for_guid(first.guid))
+    )
+
+    expiring = query("expires", ttl=1)
+    s1.send(expiring)
+    await watch.wait_until(lambda: bool(watch.for_guid(expiring.guid)))
+    [(_, decision)] = watch.for_guid(expiring.guid)
+    assert decision.reason == "ttl-expired" and not decision.sends
+
+    clamped = query("clamped", ttl=12)  # above max_ttl: relayed with hops+ttl clamped
+    s1.send(clamped)
+    relayed = await s2.next_message(reactor, lambda m: m.guid == clamped.guid)
+    assert relayed.hops + relayed.ttl <= 7
+
+    # A marker query sent after the others reached s2 through r1: by FIFO on
+    # the r1 links, the duplicate and the expired query would have arrived first.
+    marker = query("marker")
+    s1.send(marker)
+    await s2.next_message(reactor, lambda m: m.guid == marker.guid)
+    assert [m.guid for m in s2.received].count(first.guid) == 1
+    assert not any(m.guid == expiring.guid for m in s2.received)
+
+
+class RawPeer(protocol.Protocol):
+    """A misbehaving servent that speaks raw bytes."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.got_ok: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if not self.got_ok.called and b"\r\n\r\n" in self.data:
+            self.got_ok.callback(None)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_peer_is_disconnected_and_others_keep_routing(start_router: Any) -> None:
+    from twisted.internet import endpoints
+
+    routers = await build_network(start_router)
+    s1, s2, s3, s4 = await attach_servents(routers)
+    host, port = routers[0].listening_address()
+    raw = RawPeer()
+    await endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, port), raw)
+    raw.transport.write(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: garbage/1.0\r\n\r\n")
+    await raw.got_ok
+    assert raw.data.startswith(b"GNUTELLA/0.6 200")
+    raw.transport.write(b"GNUTELLA/0.6 200 OK\r\n\r\n")
+    # A header announcing a 4 GB payload: no servent can frame past this.
+    raw.transport.write(b"\x00" * 16 + b"\x80\x07\x00" + b"\xff\xff\xff\xff" + b"junk")
+    lost = raw.lost
+    lost.addTimeout(10, reactor)
+    await lost
+    assert routers[0].stages["parser"].handler.protocol_errors >= 1  # type: ignore[attr-defined]
+
+    after = query("still routing")
+    s1.send(after)
+    for servent in (s2, s3, s4):
+        await servent.next_message(reactor, lambda m: m.guid == after.guid)

@@ -1,0 +1,166 @@
+"""The stage contract: bounded queues that say when they refuse, housekeeping that cannot be lost."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, threads
+
+from gnurouter.conditioning.thresholds import QueueThreshold
+from gnurouter.events import Tick
+from gnurouter.seda.runtime import ReactorExecutor
+from gnurouter.seda.stage import Stage
+
+
+class ManualExecutor:
+    """Runs scheduled work only when the test says so, to freeze a stage mid-load."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], None]] = []
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.pending.append(fn)
+
+    def call_in_thread(self, fn: Callable[[], None]) -> None:
+        self.pending.append(fn)
+
+    def run(self) -> None:
+        while self.pending:
+            self.pending.pop(0)()
+
+
+@dataclass
+class Item:
+    kind: str
+    value: int = 0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def handle_events(self, batch: list[Any]) -> None:
+        self.batches.append(list(batch))
+
+    @property
+    def events(self) -> list[Any]:
+        return [event for batch in self.batches for event in batch]
+
+
+def test_threshold_refuses_and_counts_by_reason_and_kind() -> None:
+    executor = ManualExecutor()
+    recorder = Recorder()
+    stage = Stage("router", recorder, executor)
+    stage.admission.append(QueueThreshold(3))
+    results = [stage.enqueue(Item("query", i)) for i in range(5)]
+    assert results == [True, True, True, False, False]
+    assert stage.drops == {"queue-full": {"query": 2}}
+    executor.run()
+    assert [event.value for event in recorder.events] == [0, 1, 2]
+    assert stage.counters.processed == 3
+
+
+def test_timer_is_never_dropped_by_a_full_queue() -> None:
+    # The original router lost its route-cleanup timer exactly here.
+    executor = ManualExecutor()
+    recorder = Recorder()
+    stage = Stage("router", recorder, executor, batch_size=10)
+    stage.admission.append(QueueThreshold(5))
+    for i in range(50):
+        stage.enqueue(Item("query", i))
+    assert stage.queue_length == 5
+    stage.enqueue_housekeeping(Tick("routes"))
+    assert stage.queue_length == 6
+    executor.run()
+    ticks = [event for event in recorder.events if isinstance(event, Tick)]
+    assert ticks == [Tick("routes")]
+    # ...and it went ahead of the backlog.
+    assert isinstance(recorder.batches[0][0], Tick)
+
+
+def test_batches_are_bounded_by_batch_size() -> None:
+    executor = ManualExecutor()
+    recorder = Recorder()
+    stage = Stage("parser", recorder, executor, batch_size=4)
+    for i in range(10):
+        stage.enqueue(Item("bytes", i))
+    executor.run()
+    assert [len(batch) for batch in recorder.batches] == [4, 4, 2]
+    assert stage.queue_delay.count == 10
+
+
+def test_handler_error_is_counted_and_the_stage_goes_on() -> None:
+    executor = ManualExecutor()
+    failures: list[BaseException] = []
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def handle_events(self, batch: list[Any]) -> None:
+            self.seen.extend(item.value for item in batch)
+            if any(item.value == 1 for item in batch):
+                raise RuntimeError("boom")
+
+    handler = Flaky()
+    stage = Stage(
+        "router", handler, executor, batch_size=1, on_handler_error=lambda s, e, b: failures.append(e)
+    )
+    for i in range(3):
+        stage.enqueue(Item("query", i))
+    executor.run()
+    assert handler.seen == [0, 1, 2]
+    assert stage.counters.handler_errors == 1 and len(failures) == 1
+
+
+def test_thread_count_is_validated() -> None:
+    stage = Stage("router", Recorder(), ManualExecutor(), max_threads=8)
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        stage.threads = 9
+    assert stage.threads == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocking_stage_runs_batches_on_several_threads_at_once() -> None:
+    executor = ReactorExecutor(reactor)
+    executor.start()
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+    thread_ids: set[int] = set()
+    handled: list[int] = []
+    all_handled: defer.Deferred[None] = defer.Deferred()
+
+    class Blocking:
+        def handle_events(self, batch: list[Any]) -> None:
+            thread_ids.add(threading.get_ident())
+            inside.release()
+            release.wait(10)
+            handled.extend(item.value for item in batch)
+            if len(handled) == 6:
+                reactor.callFromThread(all_handled.callback, None)
+
+    stage = Stage("router", Blocking(), executor, threads=3, blocking=True, batch_size=1)
+    try:
+        for i in range(6):
+            stage.enqueue(Item("query", i))
+
+        def three_inside() -> bool:
+            return all(inside.acquire(timeout=10) for _ in range(3))
+
+        # Three handlers are blocked at the same time: the pool really runs 3 batches at once.
+        assert await threads.deferToThread(three_inside)
+        assert stage.active_threads == 3 and len(thread_ids) == 3
+        assert threading.get_ident() not in thread_ids  # never on the reactor thread
+        release.set()
+        all_handled.addTimeout(10, reactor)
+        await all_handled
+        assert sorted(handled) == list(range(6))
+        assert stage.queue_length == 0
+    finally:
+        release.set()
+        executor.stop()

@@ -23,7 +23,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     add = run.add_argument
     s = argparse.SUPPRESS  # only options actually given override the config file
     add("--config", metavar="FILE.toml", help="read options from a TOML file ([router] table)")
-    add("--listen", metavar="HOST:PORT", default=s, help="address to accept peers on (127.0.0.1:6346)")
+    add(
+        "--listen",
+        metavar="HOST:PORT",
+        default=s,
+        help="address to accept peers on (127.0.0.1:6346)",
+    )
     add(
         "--peer",
         dest="peers",
@@ -36,12 +41,24 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     add("--target-peers", type=int, default=s, help="outgoing neighbours the catcher keeps up (8)")
     add("--hosts-file", default=s, metavar="FILE", help="HOST:PORT per line; saved on exit")
     add("--user-agent", default=s, help="User-Agent header value")
-    add("--no-deflate", dest="deflate", action="store_false", default=s, help="refuse deflate links")
+    add(
+        "--no-deflate", dest="deflate", action="store_false", default=s, help="refuse deflate links"
+    )
     add("--max-ttl", type=int, default=s, help="clamp hops+TTL of relayed messages to this (7)")
     add("--route-ttl", default=s, metavar="DURATION", help="how long routes live (10m)")
     add("--route-table-max", type=int, default=s, help="most routes kept (200000)")
-    add("--ping-mode", choices=("cache", "flood"), default=s, help="answer pings from the pong cache or flood them")
-    add("--keepalive-interval", default=s, metavar="DURATION", help="ping neighbours this often (30s)")
+    add(
+        "--ping-mode",
+        choices=("cache", "flood"),
+        default=s,
+        help="answer pings from the pong cache or flood them",
+    )
+    add(
+        "--keepalive-interval",
+        default=s,
+        metavar="DURATION",
+        help="ping neighbours this often (30s)",
+    )
     add(
         "--query-delay",
         default=s,
@@ -93,9 +110,11 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
 
 
 def _run(config: RouterConfig) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as default_reactor
 
     from gnurouter.service import RouterService
+
+    reactor: Any = default_reactor
 
     router = RouterService(config)
     try:
@@ -103,11 +122,11 @@ def _run(config: RouterConfig) -> int:
     except Exception as error:  # e.g. the port is taken
         print(f"{PROG}: error: cannot start: {error}", file=sys.stderr)
         return 1
-    reactor.addSystemEventTrigger("before", "shutdown", router.stopService)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", router.stopService)
     # Twisted's own SIGINT/SIGTERM handlers stop the reactor, which runs the
     # trigger above: Bye to every peer and a flushed packet log.
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run()
     return 0
 
 

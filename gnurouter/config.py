@@ -58,9 +58,13 @@ class IntRange:
 
     def check(self, name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name}: expected an integer in {self.low}..{self.high}, got {value!r}")
+            raise ConfigError(
+                f"{name}: expected an integer in {self.low}..{self.high}, got {value!r}"
+            )
         if not self.low <= value <= self.high:
-            raise ConfigError(f"{name}: {value} is outside the allowed range {self.low}..{self.high}")
+            raise ConfigError(
+                f"{name}: {value} is outside the allowed range {self.low}..{self.high}"
+            )
         return value
 
 
@@ -141,7 +145,9 @@ class RouterConfig:
                 f"conditioning: expected 'default' or 'none', got {self.conditioning!r}"
             )
         if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"log_level: expected debug/info/warning/error, got {self.log_level!r}")
+            raise ConfigError(
+                f"log_level: expected debug/info/warning/error, got {self.log_level!r}"
+            )
         for stage, threshold in self.stage_thresholds.items():
             if stage not in ("reader", "parser", "router", "connection", "catcher"):
                 raise ConfigError(f"stage_thresholds: unknown stage {stage!r}")
@@ -192,7 +198,9 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def config_from_mapping(values: Mapping[str, Any], base: RouterConfig | None = None) -> RouterConfig:
+def config_from_mapping(
+    values: Mapping[str, Any], base: RouterConfig | None = None
+) -> RouterConfig:
     """Apply `values` (file keys, dashes or underscores) over `base`; unknown keys are errors."""
     config = base if base is not None else RouterConfig()
     changes: dict[str, Any] = {}

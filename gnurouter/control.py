@@ -52,7 +52,9 @@ class Parameter:
 
     def coerce(self, value: Any) -> Any:
         """Validate `value` and return it in the parameter's own type."""
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("", "none", "null")
+        ):
             if self.nullable:
                 return None
             raise ControlError(f"{self.name}: a value is required; allowed: {self.allowed()}")

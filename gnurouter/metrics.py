@@ -49,7 +49,9 @@ def stage_counters(stage: Stage) -> dict[str, float]:
     }
 
 
-def stage_snapshot(stage: Stage, sampler: MetricsSampler, pause_length: int | None) -> dict[str, Any]:
+def stage_snapshot(
+    stage: Stage, sampler: MetricsSampler, pause_length: int | None
+) -> dict[str, Any]:
     threshold = threshold_of(stage)
     with_drops = {reason: dict(kinds) for reason, kinds in stage.drops.items()}
     return {
@@ -87,7 +89,11 @@ def router_counters(service: RouterService) -> dict[str, float]:
     messages_in += service.peers.departed.messages_in
     messages_out += service.peers.departed.messages_out
     drops = sum(stage.drop_count() for stage in service.stages.values())
-    return {"router.messages_in": messages_in, "router.messages_out": messages_out, "router.drops": drops}
+    return {
+        "router.messages_in": messages_in,
+        "router.messages_out": messages_out,
+        "router.drops": drops,
+    }
 
 
 def snapshot(service: RouterService) -> dict[str, Any]:

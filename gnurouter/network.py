@@ -38,10 +38,15 @@ class GnutellaWire(protocol.Protocol):
         self._write_paused = False
         self._reading_paused = False
 
+    @property
+    def _wire(self) -> Any:
+        # Twisted's zope interfaces are opaque to mypy; the transport is a TCP one.
+        return self.transport
+
     # -- Twisted protocol --------------------------------------------------
 
     def connectionMade(self) -> None:
-        address = self.transport.getPeer()  # type: ignore[union-attr]
+        address = self._wire.getPeer()
         role = Role.INITIATOR if self.outgoing else Role.ACCEPTOR
         self.peer = Peer(
             (address.host, address.port),
@@ -49,7 +54,7 @@ class GnutellaWire(protocol.Protocol):
             self.factory.make_connection(role),
             outgoing=self.outgoing,
         )
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._wire.registerProducer(self, True)
         self.factory.reader.enqueue(PeerOpened(self.peer))
 
     def dataReceived(self, data: bytes) -> None:
@@ -81,28 +86,28 @@ class GnutellaWire(protocol.Protocol):
         return self._write_paused
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._wire.write(data)
 
     def close(self) -> None:
         # Unregister first: a transport with a registered producer may wait
         # for it before honouring loseConnection.
         self._write_paused = True
-        if self.transport is not None and self.transport.producer is not None:  # type: ignore[attr-defined]
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        if getattr(self._wire, "producer", None) is not None:
+            self._wire.unregisterProducer()
+        self._wire.loseConnection()
 
     def abort(self) -> None:
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self._wire.abortConnection()
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
+            self._wire.pauseProducing()
 
     def resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self._wire.resumeProducing()
 
 
 class GnutellaFactory(protocol.Factory):

@@ -331,7 +331,9 @@ class Router:
             return _drop("route-gone")
         if message.ttl <= 1:
             return _drop("ttl-expired")
-        return Decision("routed", sends=[(target, message.forwarded(message.ttl - 1, message.hops + 1))])
+        return Decision(
+            "routed", sends=[(target, message.forwarded(message.ttl - 1, message.hops + 1))]
+        )
 
     def _route_pong(self, source: int, message: Message, body: object) -> Decision:
         pong = body if isinstance(body, Pong) else message.body()
@@ -345,7 +347,9 @@ class Router:
 
     def _route_query_hit(self, source: int, message: Message, body: object) -> Decision:
         servent_id = (
-            body.servent_id if isinstance(body, QueryHit) else QueryHit.servent_id_of(message.payload)
+            body.servent_id
+            if isinstance(body, QueryHit)
+            else QueryHit.servent_id_of(message.payload)
         )
         self.push_routes.set(servent_id, source, self._clock())
         return self._route_reply(source, message, QUERY)

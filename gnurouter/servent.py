@@ -65,8 +65,13 @@ class ServentProtocol(protocol.Protocol):
         self.error: ProtocolError | None = None
         self.wire_in = bytearray()
 
+    @property
+    def _wire(self) -> Any:
+        # Twisted's zope interfaces are opaque to mypy.
+        return self.transport
+
     def connectionMade(self) -> None:
-        self.transport.write(self.connection.start(self.headers))  # type: ignore[union-attr]
+        self._wire.write(self.connection.start(self.headers))
 
     def dataReceived(self, data: bytes) -> None:
         self.wire_in += data
@@ -74,7 +79,7 @@ class ServentProtocol(protocol.Protocol):
             events = self.connection.receive_data(data)
         except ProtocolError as error:
             self.error = error
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._wire.loseConnection()
             return
         for event in events:
             if isinstance(event, Message):
@@ -85,7 +90,7 @@ class ServentProtocol(protocol.Protocol):
                 reply = Headers.from_pairs(
                     negotiate_encoding(event.headers, we_support_deflate=self.deflate)
                 )
-                self.transport.write(self.connection.confirm(reply))  # type: ignore[union-attr]
+                self._wire.write(self.connection.confirm(reply))
                 if self.connection.established and not self.established.called:
                     self.established.callback(self)
             elif isinstance(event, HandshakeComplete):
@@ -110,13 +115,13 @@ class ServentProtocol(protocol.Protocol):
             self.send(Message.from_body(message.guid, message.hops + 1, 0, self.answer_pings))
 
     def send(self, *messages: Message) -> None:
-        self.transport.write(self.connection.send(messages))  # type: ignore[union-attr]
+        self._wire.write(self.connection.send(messages))
 
     def send_raw(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._wire.write(data)
 
     def close(self) -> None:
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._wire.loseConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.established.called:
@@ -133,9 +138,12 @@ class ServentProtocol(protocol.Protocol):
         return [message for message in self.received if message.type == type_]
 
     async def next_message(
-        self, reactor: Any, predicate: Callable[[Message], bool] = lambda m: True, timeout: float = 10
+        self,
+        reactor: Any,
+        predicate: Callable[[Message], bool] = lambda m: True,
+        timeout: float = 10,
     ) -> Message:
-        """The next message satisfying `predicate`, skipping others; TimeoutError after `timeout`."""
+        """The next message satisfying `predicate`, skipping others; times out after `timeout` s."""
         while True:
             waiting = self.inbox.get()
             waiting.addTimeout(timeout, reactor)

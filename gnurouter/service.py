@@ -14,7 +14,6 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IListeningPort
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.thresholds import QueueThreshold
@@ -46,6 +45,20 @@ DEFAULT_THRESHOLDS: dict[str, int | None] = {"router": 1000, "connection": 10_00
 SHUTDOWN_GRACE = 3.0
 
 
+def attribute_parameter(
+    name: str, kind: str, owner: object, attribute: str, description: str, **limits: Any
+) -> Parameter:
+    """A parameter that reads and writes one attribute of a live object."""
+    return Parameter(
+        name,
+        kind,
+        lambda: getattr(owner, attribute),
+        lambda value: setattr(owner, attribute, value),
+        description,
+        **limits,
+    )
+
+
 def routing_rules(config: RouterConfig) -> RoutingRules:
     return RoutingRules(
         max_ttl=config.max_ttl,
@@ -61,7 +74,9 @@ def routing_rules(config: RouterConfig) -> RoutingRules:
 
 
 class RouterService(service.Service):
-    def __init__(self, config: RouterConfig, *, reactor: Any = None, name: str = "gnurouter") -> None:
+    def __init__(
+        self, config: RouterConfig, *, reactor: Any = None, name: str = "gnurouter"
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -108,7 +123,7 @@ class RouterService(service.Service):
             flow=self.flow,
             make_connection=self._make_connection,
         )
-        self._port: IListeningPort | None = None
+        self._port: Any = None  # an IListeningPort once started
         self._timers: list[task.LoopingCall] = []
 
     # -- wiring ----------------------------------------------------------
@@ -137,7 +152,7 @@ class RouterService(service.Service):
     def listening_address(self) -> tuple[str, int]:
         if self._port is not None:
             address = self._port.getHost()
-            return address.host, address.port  # type: ignore[attr-defined]
+            return address.host, address.port
         return self.config.listen
 
     def _handler_failed(self, stage: Stage, error: BaseException, batch: list[object]) -> None:
@@ -231,11 +246,11 @@ class RouterService(service.Service):
         control_params: list[Parameter] = []
         for name, stage in self.stages.items():
             control_params.append(
-                Parameter(
+                attribute_parameter(
                     f"stage.{name}.batch_size",
                     "int",
-                    lambda stage=stage: stage.batch_size,
-                    lambda value, stage=stage: setattr(stage, "batch_size", value),
+                    stage,
+                    "batch_size",
                     "events handed to the handler per call",
                     low=1,
                     high=10_000,
@@ -245,11 +260,11 @@ class RouterService(service.Service):
                 continue
             threshold = next(c for c in stage.admission if isinstance(c, QueueThreshold))
             control_params.append(
-                Parameter(
+                attribute_parameter(
                     f"stage.{name}.threshold",
                     "int",
-                    lambda threshold=threshold: threshold.limit,
-                    lambda value, threshold=threshold: setattr(threshold, "limit", value),
+                    threshold,
+                    "limit",
                     "queue length above which new events are refused",
                     low=1,
                     high=10_000_000,
@@ -306,16 +321,7 @@ class RouterService(service.Service):
             "ping_rate_per_peer": ("float", 0.001, 1000.0),
         }
         for field_name, (kind, low, high) in rule_ranges.items():
-            control_params.append(
-                Parameter(
-                    f"router.{field_name}",
-                    kind,
-                    lambda field_name=field_name: getattr(self.routing.rules, field_name),
-                    lambda value, field_name=field_name: self._set_rule(field_name, value),
-                    low=low,
-                    high=high,
-                )
-            )
+            control_params.append(self._rule_parameter(field_name, kind, low, high))
         control_params.append(
             Parameter(
                 "router.ping_mode",
@@ -331,7 +337,9 @@ class RouterService(service.Service):
                 "packet_log.enabled",
                 "bool",
                 lambda: self.packet_log.enabled,
-                lambda value: setattr(self.packet_log, "enabled", value and self.packet_log.path is not None),
+                lambda value: setattr(
+                    self.packet_log, "enabled", value and self.packet_log.path is not None
+                ),
                 "write the packet log file (needs --packet-log)",
             )
         )
@@ -363,6 +371,16 @@ class RouterService(service.Service):
         )
         for parameter in control_params:
             self.control.register(parameter)
+
+    def _rule_parameter(self, field_name: str, kind: str, low: float, high: float) -> Parameter:
+        return Parameter(
+            f"router.{field_name}",
+            kind,
+            lambda: getattr(self.routing.rules, field_name),
+            lambda value: self._set_rule(field_name, value),
+            low=low,
+            high=high,
+        )
 
     def _set_rule(self, field_name: str, value: Any) -> None:
         router_handler = self.stages["router"].handler

@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor
 from gnurouter.config import RouterConfig
 from gnurouter.events import MessageArrived
 from gnurouter.routing import Decision
+from gnurouter.servent import ServentProtocol, connect_servent
 from gnurouter.service import RouterService
 from gnurouter.stages.router import RouterHandler
 
@@ -55,7 +56,9 @@ class DecisionWatch:
     def for_guid(self, guid: bytes) -> list[tuple[MessageArrived, Decision]]:
         return [(e, d) for e, d in self.seen if e.message.guid == guid]
 
-    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> defer.Deferred[None]:
+    def wait_until(
+        self, condition: Callable[[], bool], timeout: float = 10.0
+    ) -> defer.Deferred[None]:
         waiting: defer.Deferred[None] = defer.Deferred()
         if condition():
             waiting.callback(None)
@@ -63,6 +66,30 @@ class DecisionWatch:
             self._waiters.append((condition, waiting))
             waiting.addTimeout(timeout, reactor)
         return waiting
+
+
+def wait_for(router: RouterService, condition: Callable[[], bool], timeout: float = 10.0) -> Any:
+    """A Deferred that fires once `condition` holds, re-checked whenever a peer changes state."""
+    done: defer.Deferred[None] = defer.Deferred()
+
+    def check(_peer: object = None) -> None:
+        if not done.called and condition():
+            router.peers.listeners.remove(check)
+            done.callback(None)
+
+    router.peers.listeners.append(check)
+    check()
+    if not done.called:
+        done.addTimeout(timeout, reactor)
+    return done
+
+
+async def join(router: RouterService, **kwargs: Any) -> ServentProtocol:
+    """Connect a servent and wait until the router, too, counts it as established."""
+    before = {peer.id for peer in router.peers.established()}
+    servent = await connect_servent(reactor, *router.listening_address(), **kwargs)
+    await wait_for(router, lambda: len({p.id for p in router.peers.established()} - before) >= 1)
+    return servent
 
 
 @pytest.fixture

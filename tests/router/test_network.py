@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
@@ -30,34 +29,20 @@ from gnurouter.protocol.messages import (
     QueryHitResult,
     new_guid,
 )
-from gnurouter.service import RouterService
 from gnurouter.servent import ServentProtocol, connect_servent
-from tests.conftest import DecisionWatch
+from gnurouter.service import RouterService
+from tests.conftest import DecisionWatch, wait_for
 
 LINKS = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]
-
-
-def wait_for(router: RouterService, condition: Callable[[], bool], timeout: float = 10.0) -> Any:
-    """A Deferred that fires once `condition` holds, re-checked whenever a peer changes state."""
-    done: defer.Deferred[None] = defer.Deferred()
-
-    def check(_peer: object = None) -> None:
-        if not done.called and condition():
-            router.peers.listeners.remove(check)
-            done.callback(None)
-
-    router.peers.listeners.append(check)
-    check()
-    if not done.called:
-        done.addTimeout(timeout, reactor)
-    return done
 
 
 def established(router: RouterService) -> int:
     return len(router.peers.established())
 
 
-async def build_network(start_router: Callable[..., RouterService], **config: Any) -> list[RouterService]:
+async def build_network(
+    start_router: Callable[..., RouterService], **config: Any
+) -> list[RouterService]:
     routers = [start_router(**config) for _ in range(4)]
     degree = [0, 0, 0, 0]
     for a, b in LINKS:
@@ -75,10 +60,9 @@ async def attach_servents(routers: list[RouterService]) -> list[ServentProtocol]
         host, port = router.listening_address()
         pong = Pong(port=7000 + index, ip=f"10.9.9.{index + 1}", files=index, kbytes=index)
         servents.append(await connect_servent(reactor, host, port, answer_pings=pong))
-    for router in routers:
-        await wait_for(router, lambda r=router: established(r) >= sum(
-            1 for a, b in LINKS if router in (routers[a], routers[b])
-        ) + 1)
+    for index, router in enumerate(routers):
+        wanted = sum(1 for link in LINKS if index in link) + 1
+        await wait_for(router, lambda r=router, w=wanted: established(r) >= w)
     return servents
 
 
@@ -95,7 +79,8 @@ async def test_query_floods_once_and_hit_and_push_route_back(start_router: Any) 
     request = query()
     s1.send(request)
     copies = [
-        await servent.next_message(reactor, lambda m: m.guid == request.guid) for servent in (s2, s3, s4)
+        await servent.next_message(reactor, lambda m: m.guid == request.guid)
+        for servent in (s2, s3, s4)
     ]
     # Every router relays a flood once, to every router neighbour but the one
     # it heard it from first, so routers receive 2|E| - n + 1 copies in all;
@@ -167,7 +152,7 @@ async def test_pongs_route_back_to_the_pinger(start_router: Any) -> None:
 async def test_duplicates_and_expired_ttl_are_dropped(start_router: Any) -> None:
     routers = await build_network(start_router, max_ttl=7)
     watch = DecisionWatch(routers[0])
-    s1, s2, s3, s4 = await attach_servents(routers)
+    s1, s2, _, _ = await attach_servents(routers)
 
     first = query("once")
     s1.send(first)

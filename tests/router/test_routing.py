@@ -101,7 +101,12 @@ def test_query_hit_follows_reverse_route_and_teaches_push_route() -> None:
     push = Message.from_body(new_guid(), 7, 0, Push(servent_id, 1, "10.0.0.1", 6346))
     routed = router.route(1, push)
     assert routed.action == "routed" and targets(routed) == {3}
-    assert router.route(2, Message.from_body(new_guid(), 7, 0, Push(b"X" * 16, 1, "10.0.0.1", 1))).reason == "no-push-route"
+    assert (
+        router.route(
+            2, Message.from_body(new_guid(), 7, 0, Push(b"X" * 16, 1, "10.0.0.1", 1))
+        ).reason
+        == "no-push-route"
+    )
 
 
 def test_reply_without_route_is_dropped() -> None:

@@ -1,4 +1,4 @@
-"""The stage contract: bounded queues that say when they refuse, housekeeping that cannot be lost."""
+"""The stage contract: bounded queues that say when they refuse; housekeeping never lost."""
 
 from __future__ import annotations
 
@@ -109,7 +109,11 @@ def test_handler_error_is_counted_and_the_stage_goes_on() -> None:
 
     handler = Flaky()
     stage = Stage(
-        "router", handler, executor, batch_size=1, on_handler_error=lambda s, e, b: failures.append(e)
+        "router",
+        handler,
+        executor,
+        batch_size=1,
+        on_handler_error=lambda s, e, b: failures.append(e),
     )
     for i in range(3):
         stage.enqueue(Item("query", i))

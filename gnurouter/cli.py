@@ -75,6 +75,13 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     add("--packet-log", default=s, metavar="FILE", help="write the packet log here (rotating)")
     add("--packet-log-max-bytes", type=int, default=s, help="rotate the packet log at this size")
+    add(
+        "--control",
+        dest="control_listen",
+        metavar="HOST:PORT",
+        default=s,
+        help="serve metrics and the control API (HTTP+JSON) here, e.g. 127.0.0.1:6347",
+    )
     add("--log-level", choices=("debug", "info", "warning", "error"), default=s)
 
 

@@ -124,6 +124,7 @@ class RouterService(service.Service):
             make_connection=self._make_connection,
         )
         self._port: Any = None  # an IListeningPort once started
+        self._control_port: Any = None
         self._timers: list[task.LoopingCall] = []
 
     # -- wiring ----------------------------------------------------------
@@ -155,6 +156,12 @@ class RouterService(service.Service):
             return address.host, address.port
         return self.config.listen
 
+    def control_address(self) -> tuple[str, int] | None:
+        if self._control_port is None:
+            return None
+        address = self._control_port.getHost()
+        return address.host, address.port
+
     def _handler_failed(self, stage: Stage, error: BaseException, batch: list[object]) -> None:
         log.error(
             "stage %s: handler failed on a batch of %d events",
@@ -171,6 +178,13 @@ class RouterService(service.Service):
         self.executor.start()
         host, port = self.config.listen
         self._port = self.reactor.listenTCP(port, self.factory, interface=host)
+        if self.config.control_listen is not None:
+            from gnurouter.controlweb import control_site
+
+            control_host, control_port = self.config.control_listen
+            self._control_port = self.reactor.listenTCP(
+                control_port, control_site(self), interface=control_host
+            )
         if self.config.hosts_file:
             self.hosts.load(self.config.hosts_file)
         for address in self.config.peers:
@@ -219,6 +233,9 @@ class RouterService(service.Service):
         self._timers.clear()
         if self._port is not None:
             yield self._port.stopListening()
+        if self._control_port is not None:
+            yield self._control_port.stopListening()
+            self._control_port = None
         for peer in self.peers:
             if peer.state == PeerState.ESTABLISHED:
                 self.stages["connection"].enqueue_housekeeping(

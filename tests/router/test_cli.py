@@ -1,0 +1,154 @@
+"""The `gnurouter` command: option errors, config files, and a real run stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+
+from gnurouter.cli import build_parser, config_from_args
+from gnurouter.config import ConfigError
+from gnurouter.protocol.messages import Bye, Message, MessageType, Ping, Query, new_guid
+from gnurouter.servent import connect_servent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gnurouter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["run", "--listen", "nonsense"], "expected HOST:PORT"),
+        (["run", "--max-peers", "0"], "outside the allowed range 1..10000"),
+        (["run", "--query-delay", "fast"], "expected a duration"),
+        (["run", "--target-peers", "50", "--max-peers", "10"], "cannot exceed max_peers"),
+        (["run", "--max-ttl", "99"], "max_ttl: 99 is outside"),
+        (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "--config", "/nonexistent/gnurouter.toml"], "cannot read config file"),
+    ],
+)
+def test_bad_options_give_one_error_line_and_exit_2(args: list[str], complaint: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gnurouter: error: ") and complaint in lines[0]
+
+
+def test_help_documents_every_option() -> None:
+    result = run_cli("run", "--help")
+    assert result.returncode == 0
+    options = ("--listen", "--peer", "--max-peers", "--query-delay", "--config", "--packet-log")
+    for option in options:
+        assert option in result.stdout
+
+
+def test_config_file_is_read_and_command_line_wins(tmp_path: Path) -> None:
+    config_file = tmp_path / "router.toml"
+    config_file.write_text(
+        '[router]\nlisten = "127.0.0.1:7001"\nmax_peers = 12\nquery_delay = "20ms"\n'
+        'peers = ["127.0.0.2:6346"]\n[router.payload_limits]\nquery = 2048\n'
+    )
+    args = build_parser().parse_args(["run", "--config", str(config_file), "--max-peers", "20"])
+    config = config_from_args(args)
+    assert config.listen == ("127.0.0.1", 7001)
+    assert config.max_peers == 20
+    assert config.query_delay == pytest.approx(0.020)
+    assert config.peers == [("127.0.0.2", 6346)]
+    assert config.payload_limits.query == 2048
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[router]\nmax_peer = 3\n", "unknown option 'max_peer'"),
+        ("[router]\nmax_peers = 'many'\n", "expected an integer"),
+        ("[router\n", "not valid TOML"),
+        ("[router.payload_limits]\nquery = -1\n", "payload_limits"),
+    ],
+)
+def test_bad_config_file_values_are_refused(tmp_path: Path, text: str, complaint: str) -> None:
+    config_file = tmp_path / "bad.toml"
+    config_file.write_text(text)
+    args = build_parser().parse_args(["run", "--config", str(config_file)])
+    with pytest.raises(ConfigError, match=re.escape(complaint)):
+        config_from_args(args)
+
+
+class RouterProcess(protocol.ProcessProtocol):
+    """Watches a router's log for the port it listens on, and for its exit."""
+
+    def __init__(self) -> None:
+        self.log = b""
+        self.listening: defer.Deferred[int] = defer.Deferred()
+        self.exited: defer.Deferred[int] = defer.Deferred()
+
+    def errReceived(self, data: bytes) -> None:
+        self.log += data
+        match = re.search(rb"listening on [\d.]+:(\d+)", self.log)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    def processEnded(self, reason: Any) -> None:
+        self.exited.callback(reason.value.exitCode)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_sends_bye_flushes_packet_log_and_exits_0(tmp_path: Path) -> None:
+    packet_log = tmp_path / "packets.log"
+    watcher = RouterProcess()
+    process = reactor.spawnProcess(
+        watcher,
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gnurouter",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--target-peers",
+            "0",
+            "--packet-log",
+            str(packet_log),
+        ],
+        env=dict(os.environ),
+    )
+    try:
+        listening = watcher.listening
+        listening.addTimeout(30, reactor)
+        port = await listening
+        servent = await connect_servent(reactor, "127.0.0.1", port)
+        servent.send(Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria="logged")))
+        # The query is logged once routed; a pong answers our ping only after it.
+        ping_guid = new_guid()
+        servent.send(Message.from_body(ping_guid, 1, 0, Ping()))
+        await servent.next_message(reactor, lambda m: m.guid == ping_guid)
+        process.signalProcess(signal.SIGTERM)
+        exited = watcher.exited
+        exited.addTimeout(30, reactor)
+        assert await exited == 0
+        await servent.closed
+        [bye] = servent.messages_of(MessageType.BYE)
+        body = bye.body()
+        assert isinstance(body, Bye) and body.code == 200
+        lines = packet_log.read_text().splitlines()
+        assert any(" query " in line and "consumed" in line for line in lines), lines
+    finally:
+        if process.pid is not None:
+            process.signalProcess(signal.SIGKILL)

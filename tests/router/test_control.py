@@ -1,0 +1,141 @@
+"""The control API (in process and over HTTP) and the metrics snapshot it sits beside."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers as HTTPHeaders
+
+from gnurouter.control import ControlError
+from gnurouter.protocol.messages import Message, Query, new_guid
+from tests.conftest import DecisionWatch, join
+
+
+def query(text: str) -> Message:
+    return Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria=text))
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_values_are_refused_with_the_range_and_nothing_changes(
+    start_router: Any,
+) -> None:
+    router = start_router()
+    control = router.control
+    before = control.values()
+    for name, value, words in [
+        ("stage.router.threshold", 0, "allowed: int from 1 to 10000000 or null"),
+        ("stage.router.threads", 65, "allowed: int from 1 to 64"),
+        ("router.query_delay", "soon", "a duration from 0.0s to 10.0s"),
+        ("router.ping_mode", "broadcast", "one of cache, flood"),
+        ("router.max_ttl", 2.5, "int from 1 to 15"),
+        ("no.such.parameter", 1, "unknown parameter"),
+    ]:
+        with pytest.raises(ControlError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            control.set(name, value)
+    # A batch with one bad value changes nothing at all.
+    with pytest.raises(ControlError):
+        control.set_many({"stage.router.threshold": 5, "router.max_ttl": 99})
+    assert control.values() == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_parameter_is_in_the_snapshot_and_settable_to_its_own_value(
+    start_router: Any,
+) -> None:
+    router = start_router()
+    snapshot = router.snapshot()
+    assert snapshot["parameters"].keys() == set(router.control.names())
+    assert set(snapshot["stages"]) == {"reader", "parser", "router", "connection", "catcher"}
+    for parameter in router.control.describe():
+        router.control.set(parameter["name"], parameter["value"])
+    assert router.control.values() == snapshot["parameters"]
+
+
+async def http(method: bytes, url: str, body: Any = None) -> tuple[int, Any]:
+    agent = Agent(reactor)
+    producer = None
+    if body is not None:
+        import io
+
+        from twisted.web.client import FileBodyProducer
+
+        producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode()))
+    response = await agent.request(
+        method, url.encode(), HTTPHeaders({b"content-type": [b"application/json"]}), producer
+    )
+    return response.code, json.loads(await readBody(response))
+
+
+@pytest_twisted.ensureDeferred
+async def test_threshold_change_over_http_takes_effect_on_the_next_event(
+    start_router: Any,
+) -> None:
+    router = start_router(control_listen=("127.0.0.1", 0), query_delay=0.2)
+    host, port = router.control_address()
+    base = f"http://{host}:{port}"
+    watch = DecisionWatch(router)
+    sender = await join(router)
+    await join(router)
+
+    code, answer = await http(b"POST", f"{base}/parameters", {"stage.router.threshold": 1})
+    assert code == 200 and answer["changed"]["stage.router.threshold"][1] == 1
+    batch = [query(f"q{i}") for i in range(5)]
+    sender.send(*batch)  # one segment: the parser enqueues all five back to back
+    # With room for one waiting event, at most two queries get through: one
+    # waiting, one possibly already on the blocked worker; the rest are refused.
+    router_stage = router.stages["router"]
+
+    def refused() -> int:
+        return router_stage.drop_count("queue-full")
+
+    await watch.wait_until(lambda: len(watch.seen) + refused() == 5)
+    assert 1 <= len(watch.seen) <= 2 and refused() >= 3
+    assert set(router_stage.drops["queue-full"]) == {"query"}
+    refused_before = refused()
+
+    code, answer = await http(b"POST", f"{base}/parameters", {"stage.router.threshold": None})
+    assert code == 200
+    seen = len(watch.seen)
+    sender.send(*[query(f"r{i}") for i in range(5)])
+    await watch.wait_until(lambda: len(watch.seen) == seen + 5)
+    assert refused() == refused_before
+
+    code, answer = await http(b"POST", f"{base}/parameters", {"stage.router.threshold": -4})
+    assert code == 400 and "allowed range" in answer["error"]
+    code, answer = await http(b"POST", f"{base}/parameters", ["not", "an", "object"])
+    assert code == 400
+    code, metrics = await http(b"GET", f"{base}/metrics")
+    assert code == 200
+    assert metrics["stages"]["router"]["threshold"] is None
+    assert metrics["stages"]["router"]["drops"]["queue-full"]["query"] == refused_before
+    assert metrics["router"]["peers"] == 2
+    code, described = await http(b"GET", f"{base}/parameters")
+    assert {p["name"] for p in described} == set(router.control.names())
+
+
+@pytest_twisted.ensureDeferred
+async def test_snapshot_counts_messages_and_rates(start_router: Any) -> None:
+    router = start_router()
+    watch = DecisionWatch(router)
+    sender = await join(router)
+    receiver = await join(router)
+    messages = [query(f"m{i}") for i in range(20)]
+    sender.send(*messages)
+    await receiver.next_message(reactor, lambda m: m.guid == messages[-1].guid)
+    await watch.wait_until(lambda: len(watch.seen) == 20)
+    router.sample_metrics()
+    snapshot = router.snapshot()
+    assert snapshot["router"]["messages_in"] >= 20
+    assert snapshot["router"]["messages_out"] >= 20
+    stage = snapshot["stages"]["router"]
+    assert stage["processed"] >= 20 and stage["queue_length"] == 0
+    assert stage["queue_delay_ms"]["p99"] >= stage["queue_delay_ms"]["p50"] >= 0
+    rows = {row["id"]: row for row in snapshot["peers"]}
+    assert sum(row["messages_in"] for row in rows.values()) >= 20
+    json.dumps(snapshot)  # JSON-ready as documented

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers as HTTPHeaders
 
 from gnurouter.control import ControlError

@@ -108,10 +108,7 @@ class ParserHandler:
         try:
             events = peer.connection.receive_data(data)
         except ProtocolError as error:
-            self.protocol_errors += 1
-            peer.counters.drop("protocol-error")
-            log.warning("peer %s: protocol error, disconnecting: %s", peer.label, error)
-            self._close(peer, error.bye_code, str(error))
+            self._protocol_error(peer, error)
             return
         for event in events:
             if isinstance(event, Message):
@@ -126,6 +123,17 @@ class ParserHandler:
                 self._refused(peer, event)
             if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
                 return
+        # The messages before a bad header were delivered above; the error
+        # itself is only recorded, and the peer may send nothing more.
+        failure = peer.connection.failed
+        if failure is not None:
+            self._protocol_error(peer, failure)
+
+    def _protocol_error(self, peer: Peer, error: ProtocolError) -> None:
+        self.protocol_errors += 1
+        peer.counters.drop("protocol-error")
+        log.warning("peer %s: protocol error, disconnecting: %s", peer.label, error)
+        self._close(peer, error.bye_code, str(error))
 
     def _message(self, peer: Peer, message: Message) -> None:
         counters = peer.counters

@@ -18,7 +18,9 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
+from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.messages import (
+    Bye,
     Message,
     MessageType,
     Ping,
@@ -212,12 +214,22 @@ async def test_garbage_peer_is_disconnected_and_others_keep_routing(start_router
     await raw.got_ok
     assert raw.data.startswith(b"GNUTELLA/0.6 200")
     raw.transport.write(b"GNUTELLA/0.6 200 OK\r\n\r\n")
-    # A header announcing a 4 GB payload: no servent can frame past this.
-    raw.transport.write(b"\x00" * 16 + b"\x80\x07\x00" + b"\xff\xff\xff\xff" + b"junk")
+    # A good query, then in the same segment a header announcing a 4 GB
+    # payload: the query is still routed, and nothing can frame past the rest.
+    good = query("before the garbage")
+    raw.transport.write(
+        good.encode() + b"\x00" * 16 + b"\x80\x07\x00" + b"\xff\xff\xff\xff" + b"junk"
+    )
     lost = raw.lost
     lost.addTimeout(10, reactor)
     await lost
     assert routers[0].stages["parser"].handler.protocol_errors >= 1  # type: ignore[attr-defined]
+    await s1.next_message(reactor, lambda m: m.guid == good.guid)
+    # It was told why, with a Bye, before the router closed the link.
+    stream = bytes(raw.data).split(b"\r\n\r\n", 1)[1]
+    [bye] = [m for m in MessageFramer().feed(stream) if m.type == MessageType.BYE]
+    body = bye.body()
+    assert isinstance(body, Bye) and body.code >= 400 and "length" in body.reason.lower()
 
     after = query("still routing")
     s1.send(after)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.web import resource, server
 
@@ -74,8 +74,9 @@ class ParametersResource(resource.Resource):
 
 def control_site(router: RouterService) -> server.Site:
     root = resource.Resource()
-    root.putChild(b"metrics", MetricsResource(router))
-    root.putChild(b"parameters", ParametersResource(router))
+    # Twisted's zope interfaces are opaque to mypy; these are IResources.
+    root.putChild(b"metrics", cast(Any, MetricsResource(router)))
+    root.putChild(b"parameters", cast(Any, ParametersResource(router)))
     site = server.Site(root)
     site.displayTracebacks = False
     return site

@@ -91,6 +91,7 @@ class RouterConfig:
     ping_burst_per_peer: int = 5
     max_malformed_per_peer: int = 50
     keepalive_interval: float = 30.0
+    handshake_timeout: float = 20.0
     # Stages
     query_delay: float = 0.0
     router_threads: int = 1
@@ -138,6 +139,8 @@ class RouterConfig:
             raise ConfigError("ping_rate_per_peer must be positive")
         if self.keepalive_interval < 1.0:
             raise ConfigError("keepalive_interval must be at least 1s")
+        if not 0.1 <= self.handshake_timeout <= 600.0:
+            raise ConfigError(f"handshake_timeout: {self.handshake_timeout}s is outside 100ms..10m")
         if self.ping_mode not in ("cache", "flood"):
             raise ConfigError(f"ping_mode: expected 'cache' or 'flood', got {self.ping_mode!r}")
         if self.conditioning not in ("default", "none"):
@@ -161,6 +164,7 @@ _DURATION_FIELDS = {
     "route_cleanup_interval",
     "ping_refresh_interval",
     "keepalive_interval",
+    "handshake_timeout",
     "query_delay",
 }
 _FIELD_TYPES = {f.name: f for f in dataclasses.fields(RouterConfig)}

@@ -88,6 +88,7 @@ def _router(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
         packet_log=ctx.packet_log,
         query_delay=ctx.config.query_delay,
         idle_timeout=3 * ctx.config.keepalive_interval,
+        handshake_timeout=ctx.config.handshake_timeout,
     )
 
 

@@ -91,9 +91,9 @@ class ConnectionHandler:
         peer = event.peer
         if peer.state == PeerState.CLOSED:
             return
-        if peer.state == PeerState.ESTABLISHED and event.code:
+        if peer.state == PeerState.ESTABLISHED and event.code and peer.connection.version != "0.4":
             # Bye goes after what is already queued, then the link closes
-            # once the socket has sent it all (Bye-Packet 0.1).
+            # once the socket has sent it all (Bye-Packet 0.1; 0.4 has no Bye).
             bye = Message.from_body(new_guid(), 1, 0, Bye(event.code, event.reason))
             peer.state = PeerState.CLOSING
             queued = list(peer.output)

@@ -42,6 +42,7 @@ class RouterHandler:
         packet_log: PacketLog,
         query_delay: float = 0.0,
         idle_timeout: float = 90.0,
+        handshake_timeout: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.router = router
@@ -51,6 +52,7 @@ class RouterHandler:
         self.packet_log = packet_log
         self.query_delay = query_delay
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self._sleep = sleep
         self._lock = threading.Lock()
         self.stage: Stage | None = None
@@ -114,6 +116,7 @@ class RouterHandler:
         if name == "routes":
             with self._lock:
                 self.router.expire()
+            self._close_stalled_handshakes()
         elif name == "keepalive":
             now = time.monotonic()
             for peer in self.peers.established():
@@ -125,3 +128,14 @@ class RouterHandler:
                 with self._lock:
                     ping = self.router.originate_ping(ttl=1)
                 self.connection.enqueue_housekeeping(SendMessage(peer, ping))
+
+    def _close_stalled_handshakes(self) -> None:
+        # A socket that never finishes its handshake would hold a slot forever.
+        now = time.time()
+        for peer in self.peers:
+            if (
+                peer.state == PeerState.HANDSHAKING
+                and now - peer.connected_at > self.handshake_timeout
+            ):
+                peer.counters.drop("handshake-timeout")
+                self.connection.enqueue_housekeeping(ClosePeer(peer, 0, "handshake timed out"))

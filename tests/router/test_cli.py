@@ -152,3 +152,16 @@ async def test_sigterm_sends_bye_flushes_packet_log_and_exits_0(tmp_path: Path) 
     finally:
         if process.pid is not None:
             process.signalProcess(signal.SIGKILL)
+
+
+def test_tac_file_builds_an_application_holding_the_router_service() -> None:
+    from twisted.application import service
+
+    from gnurouter.service import RouterService
+
+    tac = Path(__file__).resolve().parents[2] / "examples" / "gnurouter.tac"
+    namespace: dict[str, Any] = {"__file__": str(tac)}
+    exec(compile(tac.read_text(), str(tac), "exec"), namespace)
+    collection = service.IServiceCollection(namespace["application"])
+    routers = [s for s in collection if isinstance(s, RouterService)]
+    assert len(routers) == 1 and routers[0].config.control_listen == ("127.0.0.1", 6347)

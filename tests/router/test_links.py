@@ -186,3 +186,14 @@ async def test_malformed_payload_is_dropped_counted_and_link_kept(start_router: 
     snapshot = router.snapshot()
     [sender_row] = [p for p in snapshot["peers"] if p["malformed"] == 1]
     assert sender_row["state"] == "established"
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_socket_is_closed_when_its_handshake_times_out(start_router: Any) -> None:
+    router = start_router(handshake_timeout=0.2, route_cleanup_interval=0.1)
+    peer = await raw_connect(router.listening_address())
+    lost = peer.lost
+    lost.addTimeout(10, reactor)
+    await lost
+    assert peer.data == b""
+    await wait_for(router, lambda: len(router.peers) == 0)

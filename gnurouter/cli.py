@@ -8,6 +8,7 @@ line on stderr and exit status 2, before a socket is opened.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -129,6 +130,11 @@ def _run(config: RouterConfig) -> int:
     except Exception as error:  # e.g. the port is taken
         print(f"{PROG}: error: cannot start: {error}", file=sys.stderr)
         return 1
+    # The router allocates a few short-lived objects per message and builds no
+    # reference cycles on its hot path: collecting generation 0 every 700
+    # allocations (CPython's default) costs ~20% of its throughput.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     reactor.addSystemEventTrigger("before", "shutdown", router.stopService)
     # Twisted's own SIGINT/SIGTERM handlers stop the reactor, which runs the
     # trigger above: Bye to every peer and a flushed packet log.

@@ -55,10 +55,11 @@ class MessageArrived:
     peer: Peer
     message: Message
     body: Body | None
-    kind: str = "message"
 
-    def __post_init__(self) -> None:
-        self.kind = self.message.type_name
+    @property
+    def kind(self) -> str:
+        # Computed only when a drop or delay is counted, not per message.
+        return self.message.type_name
 
 
 @dataclass(slots=True)
@@ -75,14 +76,18 @@ class PeerLeft:
 
 @dataclass(slots=True)
 class SendMessage:
-    """One message for one peer (connection stage)."""
+    """One message for one or more peers (connection stage).
 
-    peer: Peer
+    One event per message rather than per copy: a flood to 30 neighbours is
+    one queue slot, one admission decision and one refusal if refused.
+    """
+
+    peers: list[Peer]
     message: Message
-    kind: str = "message"
 
-    def __post_init__(self) -> None:
-        self.kind = self.message.type_name
+    @property
+    def kind(self) -> str:
+        return self.message.type_name
 
 
 @dataclass(slots=True)

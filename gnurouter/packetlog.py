@@ -15,16 +15,32 @@ from collections import deque
 
 from gnurouter.protocol.messages import Message
 
+LogEntry = tuple[float, str, Message, str, "str | None", int]
+
+
+def format_line(
+    when: float, peer_label: str, message: Message, action: str, reason: str | None, fanout: int
+) -> str:
+    line = (
+        f"{when:.6f} {peer_label} {message.type_name} {message.guid.hex()} "
+        f"ttl={message.ttl} hops={message.hops} len={len(message.payload)} {action}"
+    )
+    if reason:
+        line += f" reason={reason}"
+    if fanout:
+        line += f" to={fanout}"
+    return line
+
 
 class PacketLog:
     def __init__(self, path: str | None, *, max_bytes: int, backups: int, tail: int = 200) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._pending: list[str] = []
+        self._pending: list[LogEntry] = []
         self.enabled = path is not None
         self.lines_written = 0
         # The dashboard shows the tail even when no file is kept.
-        self.tail: deque[str] = deque(maxlen=tail)
+        self._tail: deque[LogEntry] = deque(maxlen=tail)
         self._handler: logging.Handler | None = None
         if path is not None:
             self._handler = logging.handlers.RotatingFileHandler(
@@ -40,30 +56,31 @@ class PacketLog:
         reason: str | None = None,
         fanout: int = 0,
     ) -> None:
-        line = (
-            f"{time.time():.6f} {peer_label} {message.type_name} {message.guid.hex()} "
-            f"ttl={message.ttl} hops={message.hops} len={len(message.payload)} {action}"
-        )
-        if reason:
-            line += f" reason={reason}"
-        if fanout:
-            line += f" to={fanout}"
+        self.record_many([(time.time(), peer_label, message, action, reason, fanout)])
+
+    def record_many(self, entries: list[LogEntry]) -> None:
+        """Raw fields only: formatting waits for flush (the file) or for a tail reader."""
         with self._lock:
-            self.tail.append(line)
+            self._tail.extend(entries)
             if self.enabled:
-                self._pending.append(line)
+                self._pending.extend(entries)
+
+    @property
+    def tail(self) -> list[str]:
+        with self._lock:
+            entries = list(self._tail)
+        return [format_line(*entry) for entry in entries]
 
     def flush(self) -> None:
         with self._lock:
             if not self._pending or self._handler is None:
                 self._pending.clear()
                 return
-            lines, self._pending = self._pending, []
-        record = logging.LogRecord(
-            "gnurouter.packets", logging.INFO, __file__, 0, "\n".join(lines), None, None
-        )
+            entries, self._pending = self._pending, []
+        text = "\n".join(format_line(*entry) for entry in entries)
+        record = logging.LogRecord("gnurouter.packets", logging.INFO, __file__, 0, text, None, None)
         self._handler.handle(record)
-        self.lines_written += len(lines)
+        self.lines_written += len(entries)
 
     def close(self) -> None:
         self.flush()

@@ -70,6 +70,7 @@ class Peer:
     ) -> None:
         self.id = next(_peer_ids)
         self.address = address
+        self.label = f"{address[0]}:{address[1]}"
         self.link = link
         self.connection = connection
         self.outgoing = outgoing
@@ -83,11 +84,6 @@ class Peer:
         self.output: deque[Message] = deque()
         self.output_bytes = 0
         self.close_reason: str | None = None
-
-    @property
-    def label(self) -> str:
-        host, port = self.address
-        return f"{host}:{port}"
 
     @property
     def established(self) -> bool:

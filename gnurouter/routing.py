@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from gnurouter.protocol.messages import (
     Message,
@@ -58,10 +58,12 @@ class RouteTable:
 
     def add_if_new(self, key: object, peer_id: int, now: float) -> bool:
         """Record a route unless the key is already known (a duplicate)."""
-        if key in self._entries:
+        entries = self._entries
+        if key in entries:
             return False
-        self._entries[key] = (peer_id, now)
-        self._bound()
+        entries[key] = (peer_id, now)
+        if len(entries) > self.max_entries:
+            self._bound()
         return True
 
     def set(self, key: object, peer_id: int, now: float) -> None:
@@ -160,18 +162,34 @@ class RoutingRules:
     ping_burst_per_peer: int = 5
 
 
-@dataclass
 class Decision:
-    """What to do with one message: where it goes, and a word for the packet log."""
+    """What to do with one message: where it goes, and a word for the packet log.
 
-    action: str
-    reason: str | None = None
-    sends: list[tuple[int, Message]] = field(default_factory=list)
-    learned_hosts: list[tuple[str, int]] = field(default_factory=list)
+    A plain slotted class: one is made per routed message, and a dataclass
+    with list factories costs several times more to build.
+    """
+
+    __slots__ = ("action", "learned_hosts", "reason", "sends")
+
+    def __init__(
+        self,
+        action: str,
+        reason: str | None = None,
+        sends: list[tuple[Message, list[int]]] | None = None,
+    ) -> None:
+        self.action = action
+        self.reason = reason
+        #: Each message to send, with the ids of the peers it goes to.
+        self.sends: list[tuple[Message, list[int]]] = sends if sends is not None else []
+        #: Addresses of servents this message told us about (pongs).
+        self.learned_hosts: list[tuple[str, int]] = []
 
     @property
     def dropped(self) -> bool:
         return self.action == "dropped"
+
+    def __repr__(self) -> str:
+        return f"Decision({self.action!r}, reason={self.reason!r}, sends={len(self.sends)})"
 
 
 def _drop(reason: str) -> Decision:
@@ -280,11 +298,10 @@ class Router:
         ttl, hops = self._next_ttl(message)
         if ttl <= 0:
             return _drop("ttl-expired")
-        relayed = message.forwarded(ttl, hops)
-        sends = [(peer, relayed) for peer in self._peers if peer != source]
-        if not sends:
+        targets = [peer for peer in self._peers if peer != source]
+        if not targets:
             return Decision("consumed", "no-other-peers")
-        return Decision("forwarded", sends=sends)
+        return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
 
     def _route_ping(self, source: int, message: Message) -> Decision:
         rules = self.rules
@@ -300,23 +317,24 @@ class Router:
         if not budget.take(now):
             return _drop("ping-rate")
         reply_ttl = message.hops + 1
-        replies = [(source, Message.from_body(message.guid, reply_ttl, 0, self._own_pong()))]
+        to_source = [source]
+        replies = [(Message.from_body(message.guid, reply_ttl, 0, self._own_pong()), to_source)]
         is_keepalive = message.hops == 0 and message.ttl <= 1
         if not is_keepalive:
             for cached in self.pong_cache.fresh(
                 now, exclude_peer=source, limit=rules.pongs_per_ping
             ):
-                replies.append(
-                    (source, Message.from_body(message.guid, reply_ttl, cached.hops, cached.pong))
-                )
+                pong = Message.from_body(message.guid, reply_ttl, cached.hops, cached.pong)
+                replies.append((pong, to_source))
         decision = Decision("answered", sends=replies)
         # Pong-Caching: answer from the cache, and relay only often enough to
         # keep the cache fresh rather than flooding every ping.
         ttl, hops = self._next_ttl(message)
         if ttl > 0 and now - self._last_ping_forward >= rules.ping_refresh_interval:
             self._last_ping_forward = now
-            relayed = message.forwarded(ttl, hops)
-            decision.sends.extend((peer, relayed) for peer in self._peers if peer != source)
+            targets = [peer for peer in self._peers if peer != source]
+            if targets:
+                decision.sends.append((message.forwarded(ttl, hops), targets))
         return decision
 
     def _route_reply(self, source: int, message: Message, request_kind: int) -> Decision:
@@ -332,7 +350,7 @@ class Router:
         if message.ttl <= 1:
             return _drop("ttl-expired")
         return Decision(
-            "routed", sends=[(target, message.forwarded(message.ttl - 1, message.hops + 1))]
+            "routed", sends=[(message.forwarded(message.ttl - 1, message.hops + 1), [target])]
         )
 
     def _route_pong(self, source: int, message: Message, body: object) -> Decision:
@@ -372,8 +390,4 @@ class Router:
         ttl, hops = self._next_ttl(message)
         if ttl <= 0:
             return _drop("ttl-expired")
-        return Decision("routed", sends=[(target, message.forwarded(ttl, hops))])
-
-    def peers_except(self, excluded: Iterable[int]) -> list[int]:
-        skip = set(excluded)
-        return [peer for peer in self._peers if peer not in skip]
+        return Decision("routed", sends=[(message.forwarded(ttl, hops), [target])])

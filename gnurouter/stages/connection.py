@@ -19,6 +19,8 @@ from gnurouter.seda.stage import Stage
 
 log = logging.getLogger(__name__)
 
+ESTABLISHED = PeerState.ESTABLISHED
+
 
 class ConnectionHandler:
     def __init__(self, *, peer_output_max_bytes: int) -> None:
@@ -29,11 +31,16 @@ class ConnectionHandler:
         pending: dict[Peer, list[Message]] = {}
         for event in batch:
             if isinstance(event, SendMessage):
-                peer = event.peer
-                if peer.state != PeerState.ESTABLISHED:
-                    self._drop(event, "peer-gone")
-                    continue
-                pending.setdefault(peer, []).append(event.message)
+                message = event.message
+                for peer in event.peers:
+                    if peer.state != ESTABLISHED:
+                        self._drop(peer, message, "peer-gone")
+                        continue
+                    queued = pending.get(peer)
+                    if queued is None:
+                        pending[peer] = [message]
+                    else:
+                        queued.append(message)
             elif isinstance(event, SendRaw):
                 self._flush(pending)
                 self._send_raw(event)
@@ -44,11 +51,10 @@ class ConnectionHandler:
                 pending.setdefault(event.peer, [])
         self._flush(pending)
 
-    def _drop(self, event: Any, reason: str) -> None:
+    def _drop(self, peer: Peer, message: Message, reason: str) -> None:
         if self.stage is not None:
-            self.stage.count_drop(reason, event)
-        if isinstance(event, SendMessage):
-            event.peer.counters.drop(reason)
+            self.stage.count_drop(reason, SendMessage([peer], message))
+        peer.counters.drop(reason)
 
     def _flush(self, pending: dict[Peer, list[Message]]) -> None:
         for peer, messages in pending.items():
@@ -62,7 +68,7 @@ class ConnectionHandler:
         for message in messages:
             size = len(message.payload) + 23
             if peer.output_bytes + size > self.peer_output_max_bytes:
-                self._drop(SendMessage(peer, message), "peer-clogged")
+                self._drop(peer, message, "peer-clogged")
                 continue
             queue.append(message)
             peer.output_bytes += size

@@ -33,10 +33,12 @@ from gnurouter.protocol.handshake import (
     HandshakeComplete,
     HandshakeRefused,
 )
-from gnurouter.protocol.messages import Message
+from gnurouter.protocol.messages import Body, Message, MessageType
 from gnurouter.seda.stage import Sink, Stage
 
 log = logging.getLogger(__name__)
+
+QUERY = MessageType.QUERY
 
 
 class ParserHandler:
@@ -61,8 +63,11 @@ class ParserHandler:
         self.stage: Stage | None = None  # set by the graph builder, for drop counting
         self.protocol_errors = 0
         self.malformed = 0
+        self._arrivals: list[MessageArrived] = []
 
     def handle_events(self, batch: list[Any]) -> None:
+        arrivals: list[MessageArrived] = []
+        self._arrivals = arrivals
         for event in batch:
             if isinstance(event, StreamChunk):
                 self._receive(event.peer, event.data)
@@ -70,6 +75,9 @@ class ParserHandler:
                 self._opened(event.peer)
             elif isinstance(event, PeerLost):
                 self._lost(event.peer, event.reason)
+        if arrivals:
+            for refused in self.router.enqueue_many(arrivals):
+                refused.peer.counters.drop("router-refused")
         self.flow.release_if_drained()
 
     # -- lifecycle -------------------------------------------------------
@@ -139,7 +147,7 @@ class ParserHandler:
         counters = peer.counters
         counters.messages_in += 1
         try:
-            body = message.body()
+            body = self._validate(message)
         except ProtocolError as error:
             self.malformed += 1
             counters.malformed += 1
@@ -150,8 +158,21 @@ class ParserHandler:
             if counters.malformed > self.max_malformed_per_peer:
                 self._close(peer, 400, f"too many malformed messages ({counters.malformed})")
             return
-        if not self.router.enqueue(MessageArrived(peer, message, body)):
-            counters.drop("router-refused")
+        self._arrivals.append(MessageArrived(peer, message, body))
+
+    @staticmethod
+    def _validate(message: Message) -> Body | None:
+        """Check a payload is well-formed; decode it when routing will need the fields.
+
+        A query is relayed byte for byte and routing never reads its fields,
+        so on this hot path it is only checked for the NUL that ends its
+        criteria; every other type is fully decoded.
+        """
+        if message.type == QUERY:
+            payload = message.payload
+            if len(payload) >= 3 and payload.find(b"\x00", 2) >= 0:
+                return None
+        return message.body()
 
     def _request(self, peer: Peer, request: ConnectRequest) -> None:
         self._note_peer_headers(peer, request.headers)

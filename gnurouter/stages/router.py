@@ -22,13 +22,14 @@ from gnurouter.events import (
     SendMessage,
     Tick,
 )
-from gnurouter.packetlog import PacketLog
+from gnurouter.packetlog import LogEntry, PacketLog
 from gnurouter.peers import PeerState, PeerTable
 from gnurouter.protocol.messages import MessageType
 from gnurouter.routing import Decision, Router
 from gnurouter.seda.stage import Sink, Stage
 
 QUERY = MessageType.QUERY
+ESTABLISHED = PeerState.ESTABLISHED
 
 
 class RouterHandler:
@@ -63,10 +64,17 @@ class RouterHandler:
         self.dropped: dict[str, int] = {}
 
     def handle_events(self, batch: list[Any]) -> None:
+        sends: list[SendMessage] = []
+        log: list[LogEntry] = []
+        run: list[MessageArrived] = []
         for event in batch:
-            if isinstance(event, MessageArrived):
-                self._route(event)
-            elif isinstance(event, PeerJoined):
+            if type(event) is MessageArrived:
+                run.append(event)
+                continue
+            if run:
+                self._route_run(run, sends, log)
+                run = []
+            if isinstance(event, PeerJoined):
                 with self._lock:
                     self.router.peer_joined(event.peer.id)
             elif isinstance(event, PeerLeft):
@@ -74,37 +82,68 @@ class RouterHandler:
                     self.router.peer_left(event.peer.id)
             elif isinstance(event, Tick):
                 self._tick(event.name)
+        if run:
+            self._route_run(run, sends, log)
+        if sends:
+            for refused in self.connection.enqueue_many(sends):
+                for peer in refused.peers:
+                    peer.counters.drop("connection-refused")
+        if log:
+            self.packet_log.record_many(log)
         self.packet_log.flush()
 
-    def _route(self, event: MessageArrived) -> None:
-        message = event.message
-        if self.query_delay and message.type == QUERY:
-            self._sleep(self.query_delay)
+    def _route_run(
+        self, run: list[MessageArrived], sends: list[SendMessage], log: list[LogEntry]
+    ) -> None:
+        """Route consecutive messages: under one lock, unless queries must block first."""
+        if self.query_delay:
+            for event in run:
+                if event.message.type == QUERY:
+                    self._sleep(self.query_delay)
+                with self._lock:
+                    decision = self._decide(event)
+                self._apply(event, decision, sends, log)
+            return
         with self._lock:
-            decision = self.router.route(event.peer.id, message, event.body)
-        self._apply(event, decision)
+            decisions = [self._decide(event) for event in run]
+        for event, decision in zip(run, decisions, strict=True):
+            self._apply(event, decision, sends, log)
 
-    def _apply(self, event: MessageArrived, decision: Decision) -> None:
+    def _decide(self, event: MessageArrived) -> Decision:
+        decision = self.router.route(event.peer.id, event.message, event.body)
+        if decision.action == "dropped":
+            reason = decision.reason or "dropped"
+            self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        elif decision.sends:
+            self.routed += 1
+        return decision
+
+    def _apply(
+        self,
+        event: MessageArrived,
+        decision: Decision,
+        sends: list[SendMessage],
+        log: list[LogEntry],
+    ) -> None:
         message = event.message
         peer = event.peer
         if decision.dropped:
             reason = decision.reason or "dropped"
-            with self._lock:
-                self.dropped[reason] = self.dropped.get(reason, 0) + 1
             peer.counters.drop(reason)
             if self.stage is not None:
                 self.stage.count_drop(reason, event)
-        sent = 0
-        for target_id, outgoing in decision.sends:
-            target = self.peers.get(target_id)
-            if target is None or target.state != PeerState.ESTABLISHED:
-                continue
-            if self.connection.enqueue(SendMessage(target, outgoing)):
-                sent += 1
-        if sent:
-            with self._lock:
-                self.routed += 1
-        self.packet_log.record(peer.label, message, decision.action, decision.reason, sent)
+        fanout = 0
+        get_peer = self.peers.get
+        for outgoing, target_ids in decision.sends:
+            targets = []
+            for target_id in target_ids:
+                target = get_peer(target_id)
+                if target is not None and target.state == ESTABLISHED:
+                    targets.append(target)
+            if targets:
+                sends.append(SendMessage(targets, outgoing))
+                fanout += len(targets)
+        log.append((time.time(), peer.label, message, decision.action, decision.reason, fanout))
         if decision.learned_hosts:
             self.catcher.enqueue(HostsLearned(decision.learned_hosts))
         if decision.action == "closed-by-peer":
@@ -127,7 +166,7 @@ class RouterHandler:
                     continue
                 with self._lock:
                     ping = self.router.originate_ping(ttl=1)
-                self.connection.enqueue_housekeeping(SendMessage(peer, ping))
+                self.connection.enqueue_housekeeping(SendMessage([peer], ping))
 
     def _close_stalled_handshakes(self) -> None:
         # A socket that never finishes its handshake would hold a slot forever.

@@ -17,7 +17,7 @@ from gnurouter.protocol.messages import (
     VendorMessage,
     new_guid,
 )
-from gnurouter.routing import LOCAL, Router, RouteTable, RoutingRules
+from gnurouter.routing import LOCAL, Decision, Router, RouteTable, RoutingRules
 
 
 class Clock:
@@ -53,8 +53,12 @@ def hit(guid: bytes, servent_id: bytes, ttl: int = 7) -> Message:
     return Message.from_body(guid, ttl, 0, body)
 
 
-def targets(decision: object) -> set[int]:
-    return {peer for peer, _ in decision.sends}  # type: ignore[attr-defined]
+def targets(decision: Decision) -> set[int]:
+    return {peer for _, peers in decision.sends for peer in peers}
+
+
+def sent_to(decision: Decision, peer: int) -> list[Message]:
+    return [message for message, peers in decision.sends if peer in peers]
 
 
 def test_query_floods_to_all_other_peers_with_ttl_decremented() -> None:
@@ -62,8 +66,8 @@ def test_query_floods_to_all_other_peers_with_ttl_decremented() -> None:
     decision = router.route(1, query(ttl=5, hops=1))
     assert decision.action == "forwarded"
     assert targets(decision) == {2, 3}
-    relayed = decision.sends[0][1]
-    assert (relayed.ttl, relayed.hops) == (4, 2)
+    [relayed] = sent_to(decision, 2)
+    assert (relayed.ttl, relayed.hops) == (4, 2) and sent_to(decision, 3) == [relayed]
 
 
 def test_duplicate_is_keyed_by_guid_and_type() -> None:
@@ -85,7 +89,7 @@ def test_expired_ttl_is_never_forwarded(ttl: int, hops: int) -> None:
 def test_hops_plus_ttl_is_clamped_to_max_ttl() -> None:
     router = make_router(Clock(), max_ttl=7)
     decision = router.route(1, query(ttl=15, hops=2))
-    relayed = decision.sends[0][1]
+    [relayed] = sent_to(decision, 2)
     assert relayed.hops == 3 and relayed.hops + relayed.ttl == 7
     # Hops already at the maximum: nothing left to relay.
     assert router.route(1, query(ttl=3, hops=7)).reason == "ttl-expired"
@@ -153,7 +157,7 @@ def test_ping_is_answered_from_pong_cache_not_flooded_every_time() -> None:
         pong = Pong(port=6000 + index, ip=f"10.0.0.{index}", files=index, kbytes=1)
         router.pong_cache.add(pong, 1, 2, clock.now)
     first = router.route(1, Message.from_body(new_guid(), 7, 0, Ping()))
-    replies = [m for peer, m in first.sends if peer == 1]
+    replies = sent_to(first, 1)
     assert replies[0].body() == OWN_PONG
     assert {m.body().port for m in replies[1:]} == {6000, 6001, 6002}  # type: ignore[union-attr]
     assert all(m.ttl == 1 for m in replies)
@@ -167,7 +171,7 @@ def test_keepalive_ping_gets_only_our_pong() -> None:
     router = make_router(clock)
     router.pong_cache.add(Pong(port=1, ip="10.0.0.1", files=0, kbytes=0), 1, 2, clock.now)
     decision = router.route(1, Message.from_body(new_guid(), 1, 0, Ping()))
-    assert [m.body() for _, m in decision.sends] == [OWN_PONG]
+    assert [m.body() for m, _ in decision.sends] == [OWN_PONG]
 
 
 def test_ping_flood_from_one_peer_is_rate_limited() -> None:

@@ -17,9 +17,42 @@ from typing import Any
 
 from gnurouter.protocol.framer import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
 
+#: Load-conditioning policies, each switchable on its own (see gnurouter/conditioning/).
+POLICIES = (
+    "priority",
+    "threshold",
+    "clogged",
+    "query-filter",
+    "governor",
+    "codel",
+    "response-time",
+)
+DEFAULT_POLICIES = frozenset(
+    {"priority", "threshold", "clogged", "query-filter", "governor", "codel"}
+)
+SHED_ORDERS = ("highest-hops", "oldest", "newest")
+
 
 class ConfigError(ValueError):
     """A configuration value is unusable; the message says which and why."""
+
+
+def parse_policies(text: str) -> frozenset[str]:
+    """'default', 'none', 'all', or a comma-separated list of policy names."""
+    words = [word.strip() for word in text.split(",") if word.strip()]
+    if words == ["default"]:
+        return DEFAULT_POLICIES
+    if words in (["none"], []):
+        return frozenset()
+    if words == ["all"]:
+        return frozenset(POLICIES)
+    unknown = [word for word in words if word not in POLICIES]
+    if unknown:
+        raise ConfigError(
+            f"conditioning: unknown policy {unknown[0]!r}; expected default, none, all "
+            f"or a comma-separated list of {', '.join(POLICIES)}"
+        )
+    return frozenset(words)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -49,6 +82,14 @@ def parse_address(text: str, *, name: str = "address") -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{name}: port must be 0..65535, got {port}")
     return host.strip("[]"), port
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (the control endpoint's safe default)."""
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 @dataclass(frozen=True)
@@ -100,6 +141,16 @@ class RouterConfig:
     conditioning: str = "default"
     stage_thresholds: dict[str, int | None] = field(default_factory=dict)
     peer_output_max_bytes: int = 256 * 1024
+    peer_output_max_messages: int = 2000
+    query_max_queued: int | None = 200
+    query_rate: float | None = None
+    query_shed_order: str = "highest-hops"
+    governor_interval: float = 2.0
+    governor_add_threshold: int = 100
+    governor_max_threads: int = 10
+    codel_target: float = 0.005
+    codel_interval: float = 0.100
+    response_target: float = 0.100
     # Packet log
     packet_log: str | None = None
     packet_log_max_bytes: int = 10 * 1024 * 1024
@@ -108,6 +159,7 @@ class RouterConfig:
     payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
     # Control and observation
     control_listen: tuple[str, int] | None = None
+    control_token: str | None = None  # Bearer token the control endpoint requires
     log_level: str = "info"
 
     def validate(self) -> RouterConfig:
@@ -143,13 +195,41 @@ class RouterConfig:
             raise ConfigError(f"handshake_timeout: {self.handshake_timeout}s is outside 100ms..10m")
         if self.ping_mode not in ("cache", "flood"):
             raise ConfigError(f"ping_mode: expected 'cache' or 'flood', got {self.ping_mode!r}")
-        if self.conditioning not in ("default", "none"):
+        parse_policies(self.conditioning)
+        IntRange(1, 1_000_000).check("peer_output_max_messages", self.peer_output_max_messages)
+        if self.query_max_queued is not None:
+            IntRange(1, 10_000_000).check("query_max_queued", self.query_max_queued)
+        if self.query_rate is not None and not 0.1 <= self.query_rate <= 1_000_000:
+            raise ConfigError(f"query_rate: {self.query_rate}/s is outside 0.1..1000000")
+        if self.query_shed_order not in SHED_ORDERS:
             raise ConfigError(
-                f"conditioning: expected 'default' or 'none', got {self.conditioning!r}"
+                f"query_shed_order: expected one of {', '.join(SHED_ORDERS)}, "
+                f"got {self.query_shed_order!r}"
             )
+        if not 0.1 <= self.governor_interval <= 60.0:
+            raise ConfigError(f"governor_interval: {self.governor_interval}s is outside 100ms..60s")
+        IntRange(1, 10_000_000).check("governor_add_threshold", self.governor_add_threshold)
+        IntRange(1, 64).check("governor_max_threads", self.governor_max_threads)
+        if not 0.0001 <= self.codel_target <= 10.0:
+            raise ConfigError(f"codel_target: {self.codel_target}s is outside 100us..10s")
+        if not 0.001 <= self.codel_interval <= 60.0:
+            raise ConfigError(f"codel_interval: {self.codel_interval}s is outside 1ms..60s")
+        if not 0.001 <= self.response_target <= 60.0:
+            raise ConfigError(f"response_target: {self.response_target}s is outside 1ms..60s")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level: expected debug/info/warning/error, got {self.log_level!r}"
+            )
+        if self.control_token is not None and len(self.control_token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"control_token: use at least {MIN_TOKEN_LENGTH} characters")
+        if (
+            self.control_listen is not None
+            and self.control_token is None
+            and not is_loopback(self.control_listen[0])
+        ):
+            raise ConfigError(
+                f"control_listen: {self.control_listen[0]} is not loopback; "
+                "a control token (--control-token or GNUROUTER_CONTROL_TOKEN) is required"
             )
         for stage, threshold in self.stage_thresholds.items():
             if stage not in ("reader", "parser", "router", "connection", "catcher"):
@@ -164,6 +244,10 @@ _DURATION_FIELDS = {
     "route_cleanup_interval",
     "ping_refresh_interval",
     "keepalive_interval",
+    "governor_interval",
+    "codel_target",
+    "codel_interval",
+    "response_target",
     "handshake_timeout",
     "query_delay",
 }

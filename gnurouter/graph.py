@@ -22,13 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gnurouter.conditioning.backpressure import InputFlowControl
+from gnurouter.conditioning.classes import ROUTER_EXPRESS
+from gnurouter.conditioning.policies import ROUTER_STAGE_CLASSES, Conditioning
 from gnurouter.config import RouterConfig
 from gnurouter.handshaking import HandshakePolicy
 from gnurouter.hostcache import HostCache
 from gnurouter.packetlog import PacketLog
 from gnurouter.peers import PeerTable
 from gnurouter.routing import Router
-from gnurouter.seda.stage import EventHandler, Executor, Sink, Stage
+from gnurouter.seda.stage import DEFAULT_CLASS, EventHandler, Executor, Sink, Stage
 from gnurouter.stages.catcher import CatcherHandler
 from gnurouter.stages.connection import ConnectionHandler
 from gnurouter.stages.parser import ParserHandler
@@ -49,6 +51,7 @@ class RouterContext:
     flow: InputFlowControl
     connect: Callable[[tuple[str, int]], None]
     own_addresses: Callable[[], set[tuple[str, int]]]
+    conditioning: Conditioning
 
 
 HandlerFactory = Callable[[RouterContext, Mapping[str, Sink]], EventHandler]
@@ -61,6 +64,8 @@ class StageSpec:
     make_handler: HandlerFactory
     stream: bool = False
     description: str = ""
+    classes: tuple[str, ...] = (DEFAULT_CLASS,)
+    express: frozenset[str] = frozenset()
 
 
 def _reader(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
@@ -93,7 +98,7 @@ def _router(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
 
 
 def _connection(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
-    return ConnectionHandler(peer_output_max_bytes=ctx.config.peer_output_max_bytes)
+    return ConnectionHandler(limits=ctx.conditioning.output_limits)
 
 
 def _catcher(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
@@ -116,7 +121,14 @@ STAGE_GRAPH: tuple[StageSpec, ...] = (
         stream=True,
         description="handshake, inflate, framing, validation",
     ),
-    StageSpec("router", ("connection", "catcher"), _router, description="routing + packet log"),
+    StageSpec(
+        "router",
+        ("connection", "catcher"),
+        _router,
+        description="routing + packet log",
+        classes=ROUTER_STAGE_CLASSES,
+        express=ROUTER_EXPRESS,
+    ),
     StageSpec("connection", (), _connection, description="per-peer output and closes"),
     StageSpec("catcher", (), _catcher, description="keeps the peer count up"),
 )
@@ -152,6 +164,8 @@ def build_stages(
             threads=threads,
             blocking=blocking,
             batch_size=ctx.config.batch_size,
+            classes=spec.classes,
+            express=spec.express,
             on_handler_error=on_handler_error,
         )
         if hasattr(handler, "stage"):

@@ -77,6 +77,16 @@ def stage_snapshot(
         "drops_per_s": sampler.rate(f"stage.{stage.name}.drops"),
         "queue_delay_ms": _ms(stage.queue_delay.summary()),
         "service_time_ms": _ms(stage.service_time.summary()),
+        "classes": {
+            name: {
+                "queue_length": stage.class_length(name),
+                "served": stage.class_taken[name],
+                "queue_delay_ms": _ms(stage.class_delay[name].summary()),
+                "response_ms": _ms(stage.class_response[name].summary()),
+            }
+            for name in stage.classes
+        },
+        "express": sorted(stage.express),
     }
 
 
@@ -133,7 +143,7 @@ def snapshot(service: RouterService) -> dict[str, Any]:
                 "bytes_out": peer.counters.bytes_out,
                 "malformed": peer.counters.malformed,
                 "queued_messages": len(peer.output),
-                "queued_bytes": peer.output_bytes,
+                "queued_bytes": peer.output.bytes,
                 "write_paused": peer.link.write_paused,
                 "deflate_in": peer.connection.deflate_in,
                 "deflate_out": peer.connection.deflate_out,
@@ -168,5 +178,6 @@ def snapshot(service: RouterService) -> dict[str, Any]:
         "stages": stages,
         "peers": peers,
         "packet_log_tail": list(service.packet_log.tail)[-50:],
+        "conditioning": service.conditioning.state(),
         "parameters": service.control.values(),
     }

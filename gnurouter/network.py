@@ -20,6 +20,9 @@ from gnurouter.seda.stage import Sink
 
 log = logging.getLogger(__name__)
 
+#: Seconds a closing peer gets to take its last bytes (Bye) before the socket is aborted.
+CLOSE_TIMEOUT = 10
+
 
 @implementer(IPushProducer)
 class GnutellaWire(protocol.Protocol):
@@ -37,6 +40,7 @@ class GnutellaWire(protocol.Protocol):
         self.peer: Peer | None = None
         self._write_paused = False
         self._reading_paused = False
+        self._abort_call: Any = None
 
     @property
     def _wire(self) -> Any:
@@ -63,6 +67,9 @@ class GnutellaWire(protocol.Protocol):
         self.factory.flow.after_input(self)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         if self.peer is not None:
             self.factory.reader.enqueue(PeerLost(self.peer, reason.getErrorMessage()))
 
@@ -95,6 +102,22 @@ class GnutellaWire(protocol.Protocol):
         if getattr(self._wire, "producer", None) is not None:
             self._wire.unregisterProducer()
         self._wire.loseConnection()
+        # A peer that stopped reading would keep a half-closed socket (and its
+        # unsent buffer) forever: give it a bounded time to take the rest.
+        if self._abort_call is None:
+            self._abort_call = self.factory.clock.callLater(
+                CLOSE_TIMEOUT, self._abort_if_still_open
+            )
+
+    def _abort_if_still_open(self) -> None:
+        self._abort_call = None
+        if self.connected:
+            log.info(
+                "peer %s did not take its last bytes in %ds; aborting",
+                self.peer.label if self.peer else "?",
+                CLOSE_TIMEOUT,
+            )
+            self._wire.abortConnection()
 
     def abort(self) -> None:
         self._wire.abortConnection()
@@ -120,8 +143,10 @@ class GnutellaFactory(protocol.Factory):
         connection: Sink,
         flow: InputFlowControl,
         make_connection: Callable[[Role], PeerConnection],
+        clock: Any,
         outgoing: bool = False,
     ) -> None:
+        self.clock = clock
         self.reader = reader
         self.connection = connection
         self.flow = flow

@@ -9,13 +9,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gnurouter.conditioning.clogged import PeerOutputQueue
 from gnurouter.protocol.connection import PeerConnection
-from gnurouter.protocol.messages import Message
 
 
 class PeerLink(Protocol):
@@ -80,9 +79,8 @@ class Peer:
         self.user_agent = ""
         self.listen_address: tuple[str, int] | None = None
         self.counters = PeerCounters()
-        # Messages waiting for the socket to drain; bounded by the connection stage.
-        self.output: deque[Message] = deque()
-        self.output_bytes = 0
+        # Messages waiting for the socket to drain; bounded by conditioning.clogged.
+        self.output = PeerOutputQueue()
         self.close_reason: str | None = None
 
     @property

@@ -16,7 +16,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 
 from gnurouter.conditioning.backpressure import InputFlowControl
-from gnurouter.conditioning.thresholds import QueueThreshold
+from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import RouterConfig
 from gnurouter.control import ControlAPI, Parameter
 from gnurouter.events import ClosePeer, ConnectFailed, Tick
@@ -34,14 +34,10 @@ from gnurouter.routing import Router, RoutingRules
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import Stage
 from gnurouter.stages.catcher import CatcherHandler
-from gnurouter.stages.connection import ConnectionHandler
 from gnurouter.stages.router import RouterHandler
 
 log = logging.getLogger(__name__)
 
-#: Default refusal thresholds for the message stages when conditioning is on:
-#: 1000 is the threshold of the SEDA experiment.
-DEFAULT_THRESHOLDS: dict[str, int | None] = {"router": 1000, "connection": 10_000, "catcher": 1000}
 SHUTDOWN_GRACE = 3.0
 
 
@@ -97,6 +93,7 @@ class RouterService(service.Service):
         self.executor = ReactorExecutor(reactor)
         self.flow = InputFlowControl([], config.reader_pause_length)
         self.policy = HandshakePolicy(config, self.peers, self.hosts, self.listening_address)
+        self.conditioning = Conditioning(config)
         context = RouterContext(
             config=config,
             peers=self.peers,
@@ -107,13 +104,14 @@ class RouterService(service.Service):
             flow=self.flow,
             connect=self.connect,
             own_addresses=self._own_addresses,
+            conditioning=self.conditioning,
         )
         self.stages: dict[str, Stage] = build_stages(
             context, self.executor, on_handler_error=self._handler_failed
         )
         self.stream_stages = {spec.name for spec in STAGE_GRAPH if spec.stream}
         self.flow.stages = [self.stages[name] for name in self.stream_stages]
-        self._install_thresholds()
+        self.conditioning.attach(self.stages, self.stream_stages)
         self.sampler = MetricsSampler()
         self.control = ControlAPI()
         self._register_parameters()
@@ -122,6 +120,7 @@ class RouterService(service.Service):
             connection=self.stages["connection"],
             flow=self.flow,
             make_connection=self._make_connection,
+            clock=reactor,
         )
         self._port: Any = None  # an IListeningPort once started
         self._control_port: Any = None
@@ -131,14 +130,6 @@ class RouterService(service.Service):
 
     def _make_connection(self, role: Role) -> PeerConnection:
         return PeerConnection(role, payload_limits=self.config.payload_limits)
-
-    def _install_thresholds(self) -> None:
-        defaults = DEFAULT_THRESHOLDS if self.config.conditioning == "default" else {}
-        for name, stage in self.stages.items():
-            if name in self.stream_stages:
-                continue
-            limit = self.config.stage_thresholds.get(name, defaults.get(name))
-            stage.admission.append(QueueThreshold(limit))
 
     def _own_pong(self) -> Pong:
         host, port = self.listening_address()
@@ -193,6 +184,8 @@ class RouterService(service.Service):
         self._every(self.config.keepalive_interval, self._tick, "router", "keepalive", now=False)
         self._every(2.0, self._tick, "catcher", "catch")
         self._every(1.0, self.sample_metrics)
+        for interval_of, controller in self.conditioning.timers():
+            self._every(interval_of(), controller, now=False)
         log.info("gnurouter listening on %s:%d", *self.listening_address())
 
     def _every(self, interval: float, fn: Any, *args: Any, now: bool = True) -> None:
@@ -221,6 +214,9 @@ class RouterService(service.Service):
         outgoing = OutgoingFactory(self.factory, failed)
         self.reactor.connectTCP(host, port, outgoing, timeout=10)
 
+    def _queue_lengths(self) -> dict[str, int]:
+        return {name: stage.queue_length for name, stage in self.stages.items()}
+
     def snapshot(self) -> dict[str, Any]:
         return snapshot(self)
 
@@ -236,6 +232,14 @@ class RouterService(service.Service):
         if self._control_port is not None:
             yield self._control_port.stopListening()
             self._control_port = None
+        # What was accepted is routed before the links close: wait (bounded)
+        # for the stages to drain.
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while any(stage.queue_length for stage in self.stages.values()):
+            if time.monotonic() >= deadline:
+                log.warning("stopping with events still queued: %s", self._queue_lengths())
+                break
+            yield task.deferLater(self.reactor, 0.01, lambda: None)
         for peer in self.peers:
             if peer.state == PeerState.ESTABLISHED:
                 self.stages["connection"].enqueue_housekeeping(
@@ -271,21 +275,6 @@ class RouterService(service.Service):
                     "events handed to the handler per call",
                     low=1,
                     high=10_000,
-                )
-            )
-            if name in self.stream_stages:
-                continue
-            threshold = next(c for c in stage.admission if isinstance(c, QueueThreshold))
-            control_params.append(
-                attribute_parameter(
-                    f"stage.{name}.threshold",
-                    "int",
-                    threshold,
-                    "limit",
-                    "queue length above which new events are refused",
-                    low=1,
-                    high=10_000_000,
-                    nullable=True,
                 )
             )
         router_stage = self.stages["router"]
@@ -360,19 +349,6 @@ class RouterService(service.Service):
                 "write the packet log file (needs --packet-log)",
             )
         )
-        connection_handler = self.stages["connection"].handler
-        assert isinstance(connection_handler, ConnectionHandler)
-        control_params.append(
-            Parameter(
-                "peers.output_max_bytes",
-                "int",
-                lambda: connection_handler.peer_output_max_bytes,
-                lambda value: setattr(connection_handler, "peer_output_max_bytes", value),
-                "bytes a clogged peer may have queued before messages are dropped",
-                low=1024,
-                high=1 << 30,
-            )
-        )
         catcher_handler = self.stages["catcher"].handler
         assert isinstance(catcher_handler, CatcherHandler)
         control_params.append(
@@ -388,6 +364,7 @@ class RouterService(service.Service):
         )
         for parameter in control_params:
             self.control.register(parameter)
+        self.conditioning.register(self.control)
 
     def _rule_parameter(self, field_name: str, kind: str, low: float, high: float) -> Parameter:
         return Parameter(

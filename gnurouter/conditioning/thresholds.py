@@ -1,4 +1,4 @@
-"""Queue thresholding: the simplest admission policy, a maximum queue length per stage."""
+"""Queue thresholding: a maximum queue length per stage."""
 
 from __future__ import annotations
 
@@ -10,19 +10,37 @@ from gnurouter.seda.stage import Stage
 class QueueThreshold:
     """Refuse an event when the stage already holds `limit` events (None: unbounded).
 
+    With `displace` on, a full queue makes room for an event of a more
+    important class by shedding the newest event of the least important
+    non-empty class, so a queue full of queries still takes a pong.  (The
+    original thresholded plain FIFO queues: a full queue refused everything.)
     Housekeeping events never pass through admission, so a full queue can
     delay a timer but never lose it.
     """
 
     reason = "queue-full"
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, *, displace: bool = True) -> None:
         self.limit = limit
+        self.displace = displace
+        self.enabled = True
 
     def admit(self, stage: Stage, event: Any) -> str | None:
-        if self.limit is not None and stage.queue_length >= self.limit:
-            return self.reason
-        return None
+        if not self.enabled or self.limit is None or stage.queue_length < self.limit:
+            return None
+        if self.displace and len(stage.classes) > 1:
+            rank = stage.classes.index(stage.class_of(event))
+            for victim_class in reversed(stage.classes[rank + 1 :]):
+                if (
+                    stage.class_length(victim_class)
+                    and stage.evict(victim_class, _newest, "queue-full-displaced") is not None
+                ):
+                    return None
+        return self.reason
+
+
+def _newest(queue: Any) -> int | None:
+    return len(queue) - 1 if queue else None
 
 
 def threshold_of(stage: Stage) -> QueueThreshold | None:

@@ -1,10 +1,19 @@
-"""The stage: a bounded event queue, a batch handler, counters, and a thread budget.
+"""The stage: bounded event queues, a batch handler, counters, and a thread budget.
 
 A stage never knows who feeds it or who drains it.  Upstream stages hold it as
 a `Sink` and call `enqueue`, which may refuse (the caller learns it, and the
 refusal is counted by reason and event kind), or `enqueue_housekeeping`, which
 never refuses: timers and connection lifecycle events take that path because
 losing one leaks state (the original router lost its cleanup timer that way).
+
+Events are sorted into classes (by default one, "default"), each with its own
+FIFO queue, served in priority order.  Classes named `express` are served on
+the event-loop thread even when the stage's handler may block on a thread
+pool, so they never wait behind a blocked class (pongs never wait for a
+thread held by a 20 ms query).  Conditioning policies plug in at two points:
+admission (`admission`, before an event joins a queue) and dequeue
+(`dequeue_policies`, when it leaves, which is where sojourn-time policies
+such as CoDel act).
 
 Scheduling is delegated to an `Executor` so this module stays free of Twisted:
 the runtime in `gnurouter.seda.runtime` supplies one backed by the reactor and
@@ -16,11 +25,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gnurouter.seda.stats import SampleWindow
+from gnurouter.seda.stats import LatencyHistogram
+
+DEFAULT_CLASS = "default"
 
 
 class EventHandler(Protocol):
@@ -46,6 +57,17 @@ class AdmissionController(Protocol):
     """
 
     def admit(self, stage: Stage, event: Any) -> str | None: ...
+
+
+class DequeuePolicy(Protocol):
+    """A conditioning policy consulted as an event leaves its queue.
+
+    Returns None to hand the event to the handler, or a drop reason.
+    """
+
+    def on_dequeue(
+        self, stage: Stage, event_class: str, sojourn: float, now: float, event: Any
+    ) -> str | None: ...
 
 
 class Sink(Protocol):
@@ -81,8 +103,8 @@ class Stage:
 
     `threads` is the number of batches that may run at once.  A stage that is
     not `blocking` and has one thread runs on the event-loop thread; otherwise
-    its batches run on the executor's thread pool, so a handler that blocks
-    (the router's per-query delay) never stalls socket I/O.
+    its non-express batches run on the executor's thread pool, so a handler
+    that blocks (the router's per-query delay) never stalls socket I/O.
     """
 
     def __init__(
@@ -95,37 +117,62 @@ class Stage:
         blocking: bool = False,
         batch_size: int = 64,
         max_threads: int = 64,
+        classes: Sequence[str] = (DEFAULT_CLASS,),
+        classify: Callable[[Any], str] | None = None,
+        express: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
         on_handler_error: Callable[[Stage, BaseException, list[Any]], None] | None = None,
     ) -> None:
+        unknown = set(express) - set(classes)
+        if unknown:
+            raise ValueError(f"stage {name}: express classes {sorted(unknown)} are not classes")
         self.name = name
         self.handler = handler
         self.blocking = blocking
         self.batch_size = batch_size
         self.max_threads = max_threads
+        self.classes = tuple(classes)
+        self.classify = classify
+        self.express = frozenset(express)
         self._threads = threads
         self._executor = executor
         self._clock = clock
         self._on_handler_error = on_handler_error
         self._lock = threading.Lock()
-        self._queue: deque[tuple[float, Any]] = deque()
+        self._queues: dict[str, deque[tuple[float, Any]]] = {c: deque() for c in self.classes}
         self._housekeeping: deque[tuple[float, Any]] = deque()
         self._active = 0
         self._pending = threading.local()
         self._scheduled_on_loop = False
         self.admission: list[AdmissionController] = []
+        self.dequeue_policies: list[DequeuePolicy] = []
         self.counters = StageCounters()
         self.drops: dict[str, dict[str, int]] = {}
-        self.queue_delay = SampleWindow()
-        self.service_time = SampleWindow()
+        self.queue_delay = LatencyHistogram()
+        self.class_delay = {c: LatencyHistogram() for c in self.classes}
+        # Queueing + handling time per class over a short window: what a
+        # response-time controller steers by.
+        self.class_response = {c: LatencyHistogram(window=2.0) for c in self.classes}
+        self.class_taken = dict.fromkeys(self.classes, 0)
+        self.service_time = LatencyHistogram()
         self.peak_queue_length = 0
+        self.idle_since = clock()
 
-    # -- feeding ---------------------------------------------------------
+    # -- state -------------------------------------------------------------
 
     @property
     def queue_length(self) -> int:
         # Includes this thread's `enqueue_many` events admitted but not yet queued.
-        return len(self._queue) + len(self._housekeeping) + getattr(self._pending, "count", 0)
+        queued = len(self._housekeeping) + getattr(self._pending, "count", 0)
+        for queue in self._queues.values():
+            queued += len(queue)
+        return queued
+
+    def class_length(self, event_class: str) -> int:
+        return len(self._queues[event_class])
+
+    def class_lengths(self) -> dict[str, int]:
+        return {name: len(queue) for name, queue in self._queues.items()}
 
     @property
     def threads(self) -> int:
@@ -143,20 +190,18 @@ class Stage:
     def runs_on_loop(self) -> bool:
         return self._threads == 1 and not self.blocking
 
-    def enqueue(self, event: Any) -> bool:
-        for controller in self.admission:
-            reason = controller.admit(self, event)
-            if reason is not None:
-                self.count_drop(reason, event)
-                return False
+    @property
+    def active_threads(self) -> int:
         with self._lock:
-            self._queue.append((self._clock(), event))
-            self.counters.enqueued += 1
-            length = len(self._queue)
-            if length > self.peak_queue_length:
-                self.peak_queue_length = length
-        self._wake()
-        return True
+            return self._active
+
+    def class_of(self, event: Any) -> str:
+        return self.classify(event) if self.classify is not None else DEFAULT_CLASS
+
+    # -- feeding -----------------------------------------------------------
+
+    def enqueue(self, event: Any) -> bool:
+        return not self.enqueue_many((event,))
 
     def enqueue_many(self, events: Iterable[Any]) -> list[Any]:
         """Enqueue a batch under one lock and one clock reading; returns the refused events.
@@ -189,9 +234,15 @@ class Stage:
             return refused
         now = self._clock()
         with self._lock:
-            self._queue.extend([(now, event) for event in admitted])
+            if self.classify is None:
+                self._queues[DEFAULT_CLASS].extend([(now, event) for event in admitted])
+            else:
+                classify = self.classify
+                queues = self._queues
+                for event in admitted:
+                    queues[classify(event)].append((now, event))
             self.counters.enqueued += len(admitted)
-            length = len(self._queue)
+            length = sum(len(queue) for queue in self._queues.values())
             if length > self.peak_queue_length:
                 self.peak_queue_length = length
         self._wake()
@@ -202,6 +253,27 @@ class Stage:
             self._housekeeping.append((self._clock(), event))
             self.counters.housekeeping += 1
         self._wake()
+
+    def evict(
+        self,
+        event_class: str,
+        choose: Callable[[deque[tuple[float, Any]]], int | None],
+        reason: str,
+    ) -> Any:
+        """Remove one queued event of `event_class` (the index `choose` picks), counted as dropped.
+
+        Lets an admission policy shed an already-queued event in favour of
+        a newer, more valuable one.  Returns the evicted event, or None.
+        """
+        with self._lock:
+            queue = self._queues[event_class]
+            index = choose(queue)
+            if index is None:
+                return None
+            _, event = queue[index]
+            del queue[index]
+        self.count_drop(reason, event)
+        return event
 
     def count_drop(self, reason: str, event: Any) -> None:
         """Record an event refused or discarded on this stage's behalf."""
@@ -216,44 +288,94 @@ class Stage:
                 return sum(self.drops.get(reason, {}).values())
             return sum(sum(by_kind.values()) for by_kind in self.drops.values())
 
-    # -- draining --------------------------------------------------------
+    # -- draining ----------------------------------------------------------
+
+    @property
+    def _has_express_lane(self) -> bool:
+        return not self.runs_on_loop and bool(self.express)
 
     def _wake(self) -> None:
-        if self.runs_on_loop:
-            with self._lock:
-                if self._scheduled_on_loop:
-                    return
+        with self._lock:
+            on_loop = self.runs_on_loop
+            express_lane = self._has_express_lane
+            if on_loop:
+                loop_work = bool(self._housekeeping) or any(self._queues.values())
+            else:
+                loop_work = express_lane and (
+                    bool(self._housekeeping) or any(self._queues[c] for c in self.express)
+                )
+            schedule_loop = loop_work and not self._scheduled_on_loop
+            if schedule_loop:
                 self._scheduled_on_loop = True
+            spawn_worker = False
+            if not on_loop and self._active < self._threads:
+                worker_classes = [
+                    c for c in self.classes if not express_lane or c not in self.express
+                ]
+                if any(self._queues[c] for c in worker_classes) or (
+                    not express_lane and self._housekeeping
+                ):
+                    self._active += 1
+                    spawn_worker = True
+        if schedule_loop:
             self._executor.call_soon(self._drain_on_loop)
-            return
-        with self._lock:
-            if self._active >= self._threads or not (self._queue or self._housekeeping):
-                return
-            self._active += 1
-        self._executor.call_in_thread(self._drain_on_worker)
+        if spawn_worker:
+            self._executor.call_in_thread(self._drain_on_worker)
 
-    def _take_batch(self) -> list[tuple[float, Any]]:
-        # Housekeeping first: a timer stuck behind ten thousand queries is a
-        # timer that fires late, which is how the original leaked memory.
+    def _take_batch(self, *, loop: bool) -> list[tuple[float, Any]]:
+        """Up to `batch_size` events, housekeeping first, then classes in priority order.
+
+        With an express lane, the loop takes housekeeping and express classes
+        and workers take the rest; otherwise one drainer takes everything.
+        """
+        now = self._clock()
+        dropped: list[tuple[str, Any]] = []
         with self._lock:
+            express_lane = self._has_express_lane
             batch: list[tuple[float, Any]] = []
             room = self.batch_size
-            if self._housekeeping:
+            if self._housekeeping and (loop or not express_lane):
                 take = self._housekeeping.popleft
                 batch = [take() for _ in range(min(room, len(self._housekeeping)))]
                 room -= len(batch)
-            if room and self._queue:
-                take = self._queue.popleft
-                batch += [take() for _ in range(min(room, len(self._queue)))]
-            return batch
+            for event_class in self.classes:
+                if not room:
+                    break
+                if express_lane and (event_class in self.express) != loop:
+                    continue
+                queue = self._queues[event_class]
+                if not self.dequeue_policies:
+                    take = queue.popleft
+                    taken = [take() for _ in range(min(room, len(queue)))]
+                    batch += taken
+                    room -= len(taken)
+                    self.class_taken[event_class] += len(taken)
+                    continue
+                while room and queue:
+                    item = queue.popleft()
+                    reason = None
+                    for policy in self.dequeue_policies:
+                        reason = policy.on_dequeue(self, event_class, now - item[0], now, item[1])
+                        if reason is not None:
+                            break
+                    if reason is not None:
+                        dropped.append((reason, item[1]))
+                        continue
+                    batch.append(item)
+                    room -= 1
+                    self.class_taken[event_class] += 1
+        for reason, event in dropped:
+            self.count_drop(reason, event)
+        return batch
 
     def _run_batch(self, batch: Sequence[tuple[float, Any]]) -> None:
         started = self._clock()
-        # A bounded sample of each batch's queueing delays: every event of a
-        # small batch, eight evenly spaced events of a large one.
+        # A bounded sample of each batch: every event of a small batch, eight
+        # evenly spaced events of a large one.
         stride = max(1, len(batch) // 8)
-        for index in range(0, len(batch), stride):
-            self.queue_delay.add(started - batch[index][0])
+        sampled = batch[::stride]
+        for enqueued_at, _ in sampled:
+            self.queue_delay.add(started - enqueued_at)
         events = [event for _, event in batch]
         try:
             self.handler.handle_events(events)
@@ -262,18 +384,25 @@ class Stage:
                 self.counters.handler_errors += 1
             if self._on_handler_error is not None:
                 self._on_handler_error(self, error, events)
-        elapsed = self._clock() - started
+        finished = self._clock()
+        elapsed = finished - started
         self.service_time.add(elapsed / len(events))
+        if self.classify is not None:
+            for enqueued_at, event in sampled:
+                event_class = self.classify(event)
+                self.class_delay[event_class].add(started - enqueued_at)
+                self.class_response[event_class].add(finished - enqueued_at)
         with self._lock:
             self.counters.processed += len(events)
             self.counters.batches += 1
             self.counters.busy_seconds += elapsed
+            self.idle_since = finished
 
     def _drain_on_loop(self) -> None:
         # Bounded work per turn so the reactor keeps reading sockets.
         deadline = self._clock() + 0.005
         while True:
-            batch = self._take_batch()
+            batch = self._take_batch(loop=True)
             if not batch:
                 break
             self._run_batch(batch)
@@ -281,9 +410,7 @@ class Stage:
                 break
         with self._lock:
             self._scheduled_on_loop = False
-            more = bool(self._queue or self._housekeeping)
-        if more or not self.runs_on_loop:
-            self._wake()
+        self._wake()
 
     def _drain_on_worker(self) -> None:
         while True:
@@ -291,25 +418,18 @@ class Stage:
                 over_budget = self._active > self._threads
             if over_budget:
                 break
-            batch = self._take_batch()
+            batch = self._take_batch(loop=False)
             if not batch:
                 break
             self._run_batch(batch)
         with self._lock:
             self._active -= 1
-            more = bool(self._queue or self._housekeeping)
-        if more:
-            self._wake()
-
-    @property
-    def active_threads(self) -> int:
-        with self._lock:
-            return self._active
+        self._wake()
 
     def drain_now(self) -> None:
         """Process everything queued on the calling thread (tests, shutdown)."""
         while True:
-            batch = self._take_batch()
+            batch = self._take_batch(loop=True) + self._take_batch(loop=False)
             if not batch:
                 return
             self._run_batch(batch)

@@ -2,51 +2,81 @@
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+import time
+from collections.abc import Callable
+
+from hdrh.histogram import HdrHistogram
+
+# Microsecond resolution up to one hour, two significant digits: about 30 KB
+# per histogram whatever the load.
+_LOWEST_US = 1
+_HIGHEST_US = 3_600_000_000
+_DIGITS = 2
 
 
-class SampleWindow:
-    """The most recent samples of a quantity, for percentiles without unbounded memory.
+class LatencyHistogram:
+    """Percentiles of a duration over a sliding window, in bounded memory (HdrHistogram).
 
-    A fixed count rather than a fixed time span keeps memory constant under any
-    load; at thousands of events per second 4096 samples is the last second or
-    two, which is what an operator watching a live queue cares about.
+    Two histograms take turns: samples go into `current`; every `window`
+    seconds it becomes `previous` and a fresh one starts.  Percentiles cover
+    both, so they describe the last one to two windows: recent enough for a
+    live view, long enough to be stable.
     """
 
-    def __init__(self, size: int = 4096) -> None:
-        self._samples: deque[float] = deque(maxlen=size)
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+        self._previous = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+        self._rotated_at = clock()
         self.count = 0
         self.total = 0.0
 
-    def add(self, value: float) -> None:
-        # deque.append with maxlen is atomic under the GIL, so worker threads
-        # may add without a lock; the running totals tolerate a rare lost add.
-        self._samples.append(value)
-        self.count += 1
-        self.total += value
+    def _rotate_if_due(self, now: float) -> None:
+        if now - self._rotated_at >= self.window:
+            self._previous, self._current = self._current, self._previous
+            self._current.reset()
+            if now - self._rotated_at >= 2 * self.window:
+                self._previous.reset()  # nothing recent enough to keep
+            self._rotated_at = now
 
-    def percentile(self, fraction: float) -> float:
-        samples = sorted(self._samples)
-        if not samples:
-            return 0.0
-        index = min(len(samples) - 1, max(0, round(fraction * (len(samples) - 1))))
-        return samples[index]
+    def add(self, seconds: float) -> None:
+        micros = min(_HIGHEST_US, max(_LOWEST_US, int(seconds * 1_000_000)))
+        with self._lock:
+            self._rotate_if_due(self._clock())
+            self._current.record_value(micros)
+            self.count += 1
+            self.total += seconds
+
+    def _merged(self) -> HdrHistogram:
+        with self._lock:
+            self._rotate_if_due(self._clock())
+            merged = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+            merged.add(self._previous)
+            merged.add(self._current)
+        return merged
 
     def summary(self) -> dict[str, float]:
-        samples = sorted(self._samples)
-        if not samples:
+        """p50/p90/p99/max/mean of the window, in seconds (zeros when empty)."""
+        merged = self._merged()
+        if merged.get_total_count() == 0:
             return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
-
-        def at(fraction: float) -> float:
-            return samples[min(len(samples) - 1, round(fraction * (len(samples) - 1)))]
-
+        scale = 1_000_000.0
         return {
-            "p50": at(0.50),
-            "p90": at(0.90),
-            "p99": at(0.99),
-            "max": samples[-1],
-            "mean": sum(samples) / len(samples),
+            "p50": merged.get_value_at_percentile(50) / scale,
+            "p90": merged.get_value_at_percentile(90) / scale,
+            "p99": merged.get_value_at_percentile(99) / scale,
+            "max": merged.get_max_value() / scale,
+            "mean": merged.get_mean_value() / scale,
         }
+
+    def percentile(self, percent: float) -> float:
+        merged = self._merged()
+        if merged.get_total_count() == 0:
+            return 0.0
+        return float(merged.get_value_at_percentile(percent)) / 1_000_000.0
 
 
 class RateMeter:

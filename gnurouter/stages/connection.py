@@ -2,9 +2,10 @@
 
 Messages for one peer within a batch are encoded (and deflated) together and
 written with one call, so a deflate link pays one sync flush per batch.
-While a peer's socket buffer is full the messages wait in the peer's own
-queue, bounded in bytes; what does not fit is dropped and counted against
-that peer (load conditioning refines the choice of what to drop).
+While a peer's socket is clogged (its kernel buffer full), messages wait in
+the peer's own queue, whose bounds and shedding rule belong to the
+conditioning policy (`OutputQueueLimits`); a peer that cannot even take what
+may not be dropped is closed with Bye 502.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gnurouter.conditioning.clogged import OutputQueueLimits
 from gnurouter.events import ClosePeer, LinkWritable, SendMessage, SendRaw
 from gnurouter.peers import Peer, PeerState
 from gnurouter.protocol.messages import Bye, Message, new_guid
@@ -20,12 +22,14 @@ from gnurouter.seda.stage import Stage
 log = logging.getLogger(__name__)
 
 ESTABLISHED = PeerState.ESTABLISHED
+SEND_QUEUE_FULL = 502
 
 
 class ConnectionHandler:
-    def __init__(self, *, peer_output_max_bytes: int) -> None:
-        self.peer_output_max_bytes = peer_output_max_bytes
+    def __init__(self, *, limits: OutputQueueLimits) -> None:
+        self.limits = limits
         self.stage: Stage | None = None
+        self.clogged_closes = 0
 
     def handle_events(self, batch: list[Any]) -> None:
         pending: dict[Peer, list[Message]] = {}
@@ -62,23 +66,35 @@ class ConnectionHandler:
         pending.clear()
 
     def _write(self, peer: Peer, messages: list[Message]) -> None:
-        if peer.state not in (PeerState.ESTABLISHED, PeerState.CLOSING):
+        if peer.state != ESTABLISHED:
             return
         queue = peer.output
-        for message in messages:
-            size = len(message.payload) + 23
-            if peer.output_bytes + size > self.peer_output_max_bytes:
-                self._drop(peer, message, "peer-clogged")
-                continue
-            queue.append(message)
-            peer.output_bytes += size
-        if not queue or peer.link.write_paused:
+        if not queue and not peer.link.write_paused:
+            self._send(peer, messages)  # the common case: nothing waiting, socket open
             return
-        batch = list(queue)
-        queue.clear()
-        peer.output_bytes = 0
-        data = peer.connection.send(batch)
-        peer.counters.messages_out += len(batch)
+        outcome = self.limits.offer(queue, messages)
+        for dropped in outcome.dropped:
+            self._drop(peer, dropped, "peer-clogged")
+        if outcome.clogged:
+            self.clogged_closes += 1
+            log.warning(
+                "peer %s: clogged with %d messages (%d bytes) that cannot be dropped; "
+                "closing with Bye %d",
+                peer.label,
+                len(queue),
+                queue.bytes,
+                SEND_QUEUE_FULL,
+            )
+            self._close(ClosePeer(peer, SEND_QUEUE_FULL, "Send Queue Full"))
+            return
+        if not peer.link.write_paused:
+            self._send(peer, queue.take_all())
+
+    def _send(self, peer: Peer, messages: list[Message]) -> None:
+        if not messages:
+            return
+        data = peer.connection.send(messages)
+        peer.counters.messages_out += len(messages)
         peer.counters.bytes_out += len(data)
         peer.link.write(data)
 
@@ -95,20 +111,18 @@ class ConnectionHandler:
 
     def _close(self, event: ClosePeer) -> None:
         peer = event.peer
-        if peer.state == PeerState.CLOSED:
+        if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
             return
-        if peer.state == PeerState.ESTABLISHED and event.code and peer.connection.version != "0.4":
-            # Bye goes after what is already queued, then the link closes
-            # once the socket has sent it all (Bye-Packet 0.1; 0.4 has no Bye).
+        if peer.state == ESTABLISHED and event.code and peer.connection.version != "0.4":
+            # Bye goes after what is already queued (Bye-Packet 0.1), except
+            # for a clogged peer, whose queue is what it cannot take.
+            queued = peer.output.take_all()
+            if event.code == SEND_QUEUE_FULL:
+                for message in queued:
+                    self._drop(peer, message, "peer-clogged")
+                queued = []
             bye = Message.from_body(new_guid(), 1, 0, Bye(event.code, event.reason))
-            peer.state = PeerState.CLOSING
-            queued = list(peer.output)
-            peer.output.clear()
-            peer.output_bytes = 0
-            data = peer.connection.send([*queued, bye])
-            peer.counters.messages_out += len(queued) + 1
-            peer.counters.bytes_out += len(data)
-            peer.link.write(data)
+            self._send(peer, [*queued, bye])
             log.info("peer %s: sent Bye %d %s", peer.label, event.code, event.reason)
         peer.state = PeerState.CLOSING
         peer.link.close()

@@ -1,0 +1,99 @@
+"""Application-specific filtering: shed queries, and only queries, when the router falls behind.
+
+This is the SEDA router's "threshold only the number of query packets
+processed": every other message type and every timer passes untouched.
+Queries are limited by an admission rate (a token bucket, which the
+response-time controller may steer) and by how many may wait at once; when
+the cap is reached the configured shedding order picks the victim among the
+queued queries and the newcomer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gnurouter.conditioning.classes import QUERY
+from gnurouter.seda.stage import Stage
+
+#: Which query goes when one must: the one that has travelled furthest (its
+#: sender is furthest away and likely has other paths), the oldest (least
+#: likely to still matter), or the newcomer (plain drop-tail).
+SHED_ORDERS = ("highest-hops", "oldest", "newest")
+
+
+class QueryFilter:
+    rate_reason = "query-rate"
+    shed_reason = "query-shed"
+
+    def __init__(
+        self,
+        *,
+        max_queued: int | None = 200,
+        rate: float | None = None,
+        burst: int = 100,
+        order: str = "highest-hops",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if order not in SHED_ORDERS:
+            raise ValueError(f"shedding order must be one of {', '.join(SHED_ORDERS)}")
+        self.enabled = True
+        self.max_queued = max_queued
+        self.rate = rate
+        self.burst = burst
+        self.order = order
+        self._clock = clock
+        self._tokens = float(burst)
+        self._refilled = clock()
+
+    def admit(self, stage: Stage, event: Any) -> str | None:
+        if not self.enabled or stage.class_of(event) != QUERY:
+            return None
+        if self.rate is not None and not self._take_token():
+            return self.rate_reason
+        if self.max_queued is None or stage.class_length(QUERY) < self.max_queued:
+            return None
+        if self.order == "newest":
+            return self.shed_reason
+        if self.order == "oldest":
+            return (
+                None
+                if stage.evict(QUERY, _oldest, self.shed_reason) is not None
+                else (self.shed_reason)
+            )
+        newcomer_hops = event.message.hops
+        victim = stage.evict(
+            QUERY, lambda queue: _highest_hops_above(queue, newcomer_hops), self.shed_reason
+        )
+        return None if victim is not None else self.shed_reason
+
+    def _take_token(self) -> bool:
+        now = self._clock()
+        assert self.rate is not None
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+def _oldest(queue: Any) -> int | None:
+    return 0 if queue else None
+
+
+def _highest_hops_above(queue: Any, hops: int) -> int | None:
+    """Index of the newest queued query with the most hops, if it has more than `hops`.
+
+    Ties go to the newcomer: it is refused rather than an equal queued one
+    shed, so a query already waiting is never replaced by an equal one.
+    """
+    best_index = None
+    best_hops = hops
+    for index in range(len(queue) - 1, -1, -1):
+        candidate_hops = queue[index][1].message.hops
+        if candidate_hops > best_hops:
+            best_hops = candidate_hops
+            best_index = index
+    return best_index

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from gnurouter.config import ConfigError, RouterConfig, config_from_mapping, load_config_file
 
 PROG = "gnurouter"
+CONTROL_TOKEN_ENV = "GNUROUTER_CONTROL_TOKEN"
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -83,6 +85,13 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         default=s,
         help="serve metrics and the control API (HTTP+JSON) here, e.g. 127.0.0.1:6347",
     )
+    add(
+        "--control-token",
+        metavar="TOKEN",
+        default=s,
+        help="require 'Authorization: Bearer TOKEN' on the control endpoint "
+        "(prefer the GNUROUTER_CONTROL_TOKEN environment variable: arguments show in ps)",
+    )
     add("--log-level", choices=("debug", "info", "warning", "error"), default=s)
 
 
@@ -112,6 +121,8 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
     values: dict[str, Any] = {}
     if args.config:
         values.update(load_config_file(args.config))
+    if os.environ.get(CONTROL_TOKEN_ENV):  # file < environment < command line
+        values["control_token"] = os.environ[CONTROL_TOKEN_ENV]
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     values.update(given)
     return config_from_mapping(values)

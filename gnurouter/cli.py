@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a router until Ctrl-C or SIGTERM (then Bye to every peer, exit 0).",
     )
     _add_run_options(run)
+    from gnurouter.traces.cli import add_run_trace_options, add_trace_commands
+
+    add_run_trace_options(run)
+    add_trace_commands(commands, _Parser)
     return parser
 
 
@@ -123,12 +127,15 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
         values.update(load_config_file(args.config))
     if os.environ.get(CONTROL_TOKEN_ENV):  # file < environment < command line
         values["control_token"] = os.environ[CONTROL_TOKEN_ENV]
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    from gnurouter.traces.cli import RUN_ONLY_OPTIONS
+
+    skip = ("command", "config", *RUN_ONLY_OPTIONS)
+    given = {k: v for k, v in vars(args).items() if k not in skip}
     values.update(given)
     return config_from_mapping(values)
 
 
-def _run(config: RouterConfig) -> int:
+def _run(config: RouterConfig, args: argparse.Namespace | None = None) -> int:
     from twisted.internet import reactor as default_reactor
 
     from gnurouter.service import RouterService
@@ -141,6 +148,10 @@ def _run(config: RouterConfig) -> int:
     except Exception as error:  # e.g. the port is taken
         print(f"{PROG}: error: cannot start: {error}", file=sys.stderr)
         return 1
+    if args is not None and getattr(args, "replay", None):
+        from gnurouter.traces.replay import attach_replay
+
+        attach_replay(reactor, router, args)
     # The router allocates a few short-lived objects per message and builds no
     # reference cycles on its hot path: collecting generation 0 every 700
     # allocations (CPython's default) costs ~20% of its throughput.
@@ -157,6 +168,11 @@ def _run(config: RouterConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "trace":
+        from gnurouter.traces.cli import run_trace_command
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return run_trace_command(args)
     try:
         config = config_from_args(args)
     except ConfigError as error:
@@ -166,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "run":
-        return _run(config)
+        return _run(config, args)
     return 2
 
 

@@ -155,6 +155,8 @@ class RouterConfig:
     packet_log: str | None = None
     packet_log_max_bytes: int = 10 * 1024 * 1024
     packet_log_backups: int = 5
+    # Trace recording: every message received, with connection events (gnurouter.traces)
+    record: str | None = None
     # Protocol limits
     payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
     # Control and observation

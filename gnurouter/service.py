@@ -125,6 +125,7 @@ class RouterService(service.Service):
         self._port: Any = None  # an IListeningPort once started
         self._control_port: Any = None
         self._timers: list[task.LoopingCall] = []
+        self.recorder: Any = None  # a gnurouter.traces TraceRecorder with --record
 
     # -- wiring ----------------------------------------------------------
 
@@ -184,6 +185,11 @@ class RouterService(service.Service):
         self._every(self.config.keepalive_interval, self._tick, "router", "keepalive", now=False)
         self._every(2.0, self._tick, "catcher", "catch")
         self._every(1.0, self.sample_metrics)
+        if self.config.record:
+            from gnurouter.traces.record import recorder_for
+
+            self.recorder = recorder_for(self)
+            self.stages["parser"].handler.recorder = self.recorder  # type: ignore[attr-defined]
         for interval_of, controller in self.conditioning.timers():
             self._every(interval_of(), controller, now=False)
         log.info("gnurouter listening on %s:%d", *self.listening_address())
@@ -218,7 +224,10 @@ class RouterService(service.Service):
         return {name: stage.queue_length for name, stage in self.stages.items()}
 
     def snapshot(self) -> dict[str, Any]:
-        return snapshot(self)
+        data = snapshot(self)
+        if self.recorder is not None:
+            data["recorder"] = self.recorder.stats()
+        return data
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
@@ -252,6 +261,8 @@ class RouterService(service.Service):
             yield task.deferLater(self.reactor, 0.02, lambda: None)
         for peer in self.peers:
             peer.link.abort()
+        if self.recorder is not None:
+            self.recorder.close()
         self.packet_log.close()
         if self.config.hosts_file:
             try:

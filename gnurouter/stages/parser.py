@@ -64,6 +64,8 @@ class ParserHandler:
         self.protocol_errors = 0
         self.malformed = 0
         self._arrivals: list[MessageArrived] = []
+        # A gnurouter.traces TraceRecorder while recording (`run --record`), else None.
+        self.recorder: Any = None
 
     def handle_events(self, batch: list[Any]) -> None:
         arrivals: list[MessageArrived] = []
@@ -83,12 +85,16 @@ class ParserHandler:
     # -- lifecycle -------------------------------------------------------
 
     def _opened(self, peer: Peer) -> None:
+        if self.recorder is not None:
+            self.recorder.opened(peer)
         self.peers.add(peer)
         if peer.outgoing:
             data = peer.connection.start(self.policy.request_headers(peer))
             self.connection.enqueue_housekeeping(SendRaw(peer, data))
 
     def _lost(self, peer: Peer, reason: str) -> None:
+        if self.recorder is not None:
+            self.recorder.closed(peer, reason)
         was_established = peer.established
         peer.state = PeerState.CLOSED
         peer.close_reason = peer.close_reason or reason
@@ -118,6 +124,8 @@ class ParserHandler:
         except ProtocolError as error:
             self._protocol_error(peer, error)
             return
+        if self.recorder is not None:
+            self.recorder.received(peer, events)
         for event in events:
             if isinstance(event, Message):
                 self._message(peer, event)

@@ -312,6 +312,9 @@ def run_trace_command(args: argparse.Namespace) -> int:
     except (TraceError, TraceCommandError, ConfigError, ValueError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `gnurouter trace info X | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+        return 0
     except OSError as error:
         name = f" {error.filename}" if error.filename else ""
         print(f"{PROG}: error: cannot access{name}: {error.strerror or error}", file=sys.stderr)

@@ -119,6 +119,7 @@ class ReplayOptions:
     max_pending_bytes: int = 16 << 20
     drain: float = 1.0  # seconds to keep reading after the last message
     connect_timeout: float = 10.0
+    close_timeout: float = 3.0
     headers: tuple[tuple[str, str], ...] = DEFAULT_HEADERS
     progress: bool = False
 
@@ -297,6 +298,8 @@ class ReplayLink(protocol.Protocol):
         self._inflater: Any = None
         self._rest = b""
         self._deflater: Deflater | None = None
+        self._closing = False
+        self._close_timer: Any = None
         self.lost: defer.Deferred[None] = defer.Deferred()
 
     @property
@@ -407,6 +410,8 @@ class ReplayLink(protocol.Protocol):
         self.flush_pending()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
         self.replayer.link_lost(self, reason)
 
     # -- IPushProducer: the socket's write buffer ----------------------------------
@@ -458,12 +463,26 @@ class ReplayLink(protocol.Protocol):
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if self.close_requested and not self.pending and not self.closed:
-            wire = self._wire
-            if wire is not None:
-                if getattr(wire, "producer", None) is not None:
-                    wire.unregisterProducer()
-                wire.loseConnection()
+        """Half-close once everything is written, and read on until the target closes.
+
+        Closing outright while the target's data is still unread makes the
+        kernel answer with a reset, and a reset makes the target's kernel drop
+        what it has not read yet: the trace's last messages (often a Bye)
+        would be lost.  The target closes after our FIN; if it does not
+        within `close_timeout`, the link is closed from here.
+        """
+        if not self.close_requested or self.pending or self.closed or self._closing:
+            return
+        wire = self._wire
+        if wire is None:
+            return
+        self._closing = True
+        if getattr(wire, "producer", None) is not None:
+            wire.unregisterProducer()
+        wire.loseWriteConnection()
+        self._close_timer = self.replayer.reactor.callLater(
+            self.replayer.options.close_timeout, wire.abortConnection
+        )
 
 
 class _LinkFactory(protocol.ClientFactory):

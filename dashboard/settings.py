@@ -1,32 +1,61 @@
-"""Settings for the gnurouter dashboard; every deployment-specific value comes from the environment."""
+"""Settings for the gnurouter dashboard; every deployment-specific value comes from the environment.
+
+GNUROUTER_SECRET_KEY        the secret key; by default one is generated on first run into
+                            var/secret_key (0600, git-ignored) and kept
+GNUROUTER_DEBUG=1           Django's DEBUG (off unless asked for)
+GNUROUTER_ALLOWED_HOSTS     comma-separated host names (default: loopback names only)
+GNUROUTER_CSRF_TRUSTED_ORIGINS  e.g. https://dash.example.org (behind a TLS proxy)
+GNUROUTER_HTTPS=1           secure cookies, HSTS, trust X-Forwarded-Proto from the proxy
+GNUROUTER_VAR               where the SQLite file and the secret key live (default ./var)
+DATABASE_URL                postgresql://user:pass@host:5432/db (psycopg 3); default SQLite
+REDIS_URL                   redis://host:6379/0 for the channel layer; default in-memory
+GNUROUTER_POLL_INTERVAL     seconds between metrics polls of one router (0.25)
+GNUROUTER_HISTORY_RAW       full-resolution history kept this long (1h)
+GNUROUTER_HISTORY_MEDIUM    10-second history kept this long (1d)
+GNUROUTER_HISTORY_RETENTION one-minute history kept this long (30d)
+"""
 
 import os
 from pathlib import Path
 
+from dashboard import config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("GNUROUTER_VAR", str(BASE_DIR / "var")))
 
-SECRET_KEY = os.environ.get("GNUROUTER_SECRET_KEY", "dev-only-insecure-key")
-DEBUG = os.environ.get("GNUROUTER_DEBUG", "0") == "1"
-ALLOWED_HOSTS = os.environ.get("GNUROUTER_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+SECRET_KEY = os.environ.get("GNUROUTER_SECRET_KEY") or config.secret_key(VAR_DIR / "secret_key")
+DEBUG = config.env_flag(os.environ.get("GNUROUTER_DEBUG"))
+ALLOWED_HOSTS = config.env_list(
+    os.environ.get("GNUROUTER_ALLOWED_HOSTS"), ["127.0.0.1", "localhost", "[::1]"]
+)
+CSRF_TRUSTED_ORIGINS = config.env_list(os.environ.get("GNUROUTER_CSRF_TRUSTED_ORIGINS"), [])
 
+# Not "daphne": its app config installs Twisted's asyncio reactor at import time, which
+# would clash with the router tests' reactor; `manage.py serve` starts daphne itself.
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "dashboard.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -43,12 +72,64 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("GNUROUTER_DB", str(BASE_DIR / "var" / "dashboard.sqlite3")),
-    }
+    "default": config.database_from_url(
+        os.environ.get("DATABASE_URL"),
+        Path(os.environ.get("GNUROUTER_DB", str(VAR_DIR / "dashboard.sqlite3"))),
+    )
 }
+CHANNEL_LAYERS = config.channel_layers(os.environ.get("REDIS_URL"))
+
+# Authentication: everything but the login page needs a signed-in user.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 12 * 3600
+CSRF_COOKIE_HTTPONLY = True  # pages carry the token in the form; scripts read it from there
+CSRF_COOKIE_SAMESITE = "Strict"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if config.env_flag(os.environ.get("GNUROUTER_HTTPS")):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = 3600
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
 
 STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
+TIME_ZONE = "UTC"
+
+# The poller and the history it keeps.
+POLL_INTERVAL = float(os.environ.get("GNUROUTER_POLL_INTERVAL", "0.25"))
+POLL_TIMEOUT = float(os.environ.get("GNUROUTER_POLL_TIMEOUT", "1.0"))
+HISTORY_RAW = config.duration(
+    os.environ.get("GNUROUTER_HISTORY_RAW", "1h"), name="GNUROUTER_HISTORY_RAW"
+)
+HISTORY_MEDIUM = config.duration(
+    os.environ.get("GNUROUTER_HISTORY_MEDIUM", "1d"), name="GNUROUTER_HISTORY_MEDIUM"
+)
+HISTORY_RETENTION = config.duration(
+    os.environ.get("GNUROUTER_HISTORY_RETENTION", "30d"), name="GNUROUTER_HISTORY_RETENTION"
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "dashboard": {"handlers": ["console"], "level": "INFO"},
+        "django": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

@@ -1,0 +1,267 @@
+"""Pages and JSON endpoints.  Every view needs a signed-in user with the viewer role;
+tuning needs the tuner role, a POST and a valid CSRF token."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import history
+from dashboard.forms import ParameterForm, display_value, grouped_forms
+from dashboard.models import AuditEntry, Router, Sample
+from dashboard.roles import TUNE_PERMISSION, VIEW_PERMISSION, can_tune
+from dashboard.routerclient import (
+    RouterRefused,
+    RouterUnavailable,
+    describe_parameters,
+    set_parameters,
+)
+from gnurouter.graph import STAGE_GRAPH
+
+log = logging.getLogger(__name__)
+
+LIVE_WINDOW = 300.0  # seconds of history the live charts show
+
+
+def viewer_required(view: Any) -> Any:
+    return login_required(permission_required(VIEW_PERMISSION, raise_exception=True)(view))
+
+
+def tuner_required(view: Any) -> Any:
+    return login_required(permission_required(TUNE_PERMISSION, raise_exception=True)(view))
+
+
+def _latest_samples(routers: list[Router]) -> dict[int, dict[str, Any]]:
+    latest = {}
+    for router in routers:
+        sample = router.samples.order_by("-time").values_list("data", flat=True).first()
+        if sample is not None:
+            latest[router.pk] = sample["r"]
+    return latest
+
+
+@require_GET
+@viewer_required
+def overview(request: HttpRequest) -> HttpResponse:
+    routers = list(Router.objects.all())
+    latest = _latest_samples(routers)
+    rows = [
+        {
+            "name": router.name,
+            "base_url": router.base_url,
+            "listen": router.listen,
+            "enabled": router.enabled,
+            "up": router.up and router.enabled,
+            "last_seen": router.last_seen,
+            "error": router.last_error,
+            "totals": latest.get(router.pk, {}),
+        }
+        for router in routers
+    ]
+    return render(request, "dashboard/overview.html", {"rows": rows})
+
+
+def stage_edges(stage_names: list[str]) -> list[list[str]]:
+    """Edges of the router's stage graph among the stages it reports."""
+    present = set(stage_names)
+    return [
+        [spec.name, target]
+        for spec in STAGE_GRAPH
+        if spec.name in present
+        for target in spec.feeds
+        if target in present
+    ]
+
+
+@require_GET
+@viewer_required
+def router_detail(request: HttpRequest, name: str) -> HttpResponse:
+    router = get_object_or_404(Router, name=name)
+    descriptions: list[dict[str, Any]] = []
+    parameters_error = ""
+    try:
+        descriptions = describe_parameters(router)
+    except RouterUnavailable as error:
+        parameters_error = str(error)
+    latest = router.samples.order_by("-time").values_list("data", flat=True).first()
+    stage_names = list(latest["s"]) if latest else [spec.name for spec in STAGE_GRAPH]
+    context = {
+        "router": router,
+        "tunable": can_tune(request.user),
+        "groups": grouped_forms(descriptions),
+        "parameters": [{**d, "display": display_value(d)} for d in descriptions],
+        "parameters_error": parameters_error,
+        "audit": AuditEntry.objects.filter(router=router)[:20],
+        "page_config": {
+            "router": router.name,
+            "ws": f"/ws/routers/{router.name}/",
+            "history": f"/routers/{router.name}/history",
+            "tune": f"/routers/{router.name}/tune",
+            "stages": stage_names,
+            "edges": stage_edges(stage_names),
+            "liveWindow": LIVE_WINDOW,
+            "up": router.up,
+        },
+    }
+    return render(request, "dashboard/router.html", context)
+
+
+def _moment(text: str | None, default: datetime) -> datetime:
+    if text in (None, ""):
+        return default
+    return datetime.fromtimestamp(float(text), tz=UTC)
+
+
+@require_GET
+@viewer_required
+def router_history(request: HttpRequest, name: str) -> HttpResponse:
+    """?start=&end= (epoch seconds; default: the live window) -> columns for the charts."""
+    router = get_object_or_404(Router, name=name)
+    now = datetime.now(tz=UTC)
+    try:
+        end = _moment(request.GET.get("end"), now)
+        start = _moment(request.GET.get("start"), end - timedelta(seconds=LIVE_WINDOW))
+        points = int(request.GET.get("points", "1500"))
+    except (ValueError, OverflowError, OSError):
+        return HttpResponseBadRequest("start, end: epoch seconds; points: an integer")
+    if start >= end or not 10 <= points <= 5000:
+        return HttpResponseBadRequest("need start < end and 10 <= points <= 5000")
+    oldest = Sample.objects.filter(router=router).order_by("time").values_list("time", flat=True)
+    data = history.read(router.pk, start, end, max_points=points)
+    first = oldest.first()
+    data["oldest"] = first.timestamp() if first else None
+    return JsonResponse(data)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _answer(request: HttpRequest, router: Router, status: int, payload: dict) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse(payload, status=status)
+    level = messages.SUCCESS if payload.get("ok") else messages.ERROR
+    messages.add_message(request, level, payload.get("message", ""))
+    return redirect("router", name=router.name)
+
+
+def _audit(
+    request: HttpRequest,
+    router: Router,
+    parameter: str,
+    old: Any,
+    new: Any,
+    *,
+    accepted: bool,
+    error: str = "",
+) -> AuditEntry:
+    entry = AuditEntry.objects.create(
+        user=request.user,
+        username=request.user.get_username(),
+        router=router,
+        router_name=router.name,
+        parameter=parameter[:200],
+        old=old,
+        new=new,
+        accepted=accepted,
+        error=error[:500],
+    )
+    layer = get_channel_layer()
+    if layer is not None:
+        try:
+            async_to_sync(layer.group_send)(
+                router.group,
+                {"type": "router.audit", "payload": {"kind": "audit", **entry.as_dict()}},
+            )
+        except Exception as send_error:  # the change stands; the live view just misses a line
+            log.warning("audit broadcast failed: %s", send_error)
+    return entry
+
+
+@require_POST
+@tuner_required
+def router_tune(request: HttpRequest, name: str) -> HttpResponse:
+    """Change one parameter: validated here, then by the router; audited either way."""
+    router = get_object_or_404(Router, name=name)
+    parameter = request.POST.get("parameter", "")
+    try:
+        descriptions = {d["name"]: d for d in describe_parameters(router)}
+    except RouterUnavailable as error:
+        return _answer(
+            request, router, 503, {"ok": False, "message": f"{router.name} is unreachable: {error}"}
+        )
+    description = descriptions.get(parameter)
+    if description is None:
+        return _answer(
+            request, router, 400, {"ok": False, "message": f"unknown parameter {parameter!r}"}
+        )
+    form = ParameterForm(description, data=request.POST)
+    old = description.get("value")
+    if not form.is_valid():
+        text = f"{parameter}: {form.error_text()}"
+        _audit(
+            request, router, parameter, old, request.POST.get("value"), accepted=False, error=text
+        )
+        return _answer(request, router, 400, {"ok": False, "message": text})
+    value = form.cleaned_data["value"]
+    try:
+        changed = set_parameters(router, {parameter: value})
+    except RouterRefused as error:
+        _audit(request, router, parameter, old, value, accepted=False, error=str(error))
+        return _answer(request, router, 400, {"ok": False, "message": str(error)})
+    except RouterUnavailable as error:
+        _audit(request, router, parameter, old, value, accepted=False, error=str(error))
+        return _answer(
+            request, router, 503, {"ok": False, "message": f"{router.name} is unreachable: {error}"}
+        )
+    before, after = changed.get(parameter, [old, value])
+    _audit(request, router, parameter, before, after, accepted=True)
+    log.info(
+        "%s set %s on %s: %r -> %r",
+        request.user.get_username(),
+        parameter,
+        router.name,
+        before,
+        after,
+    )
+    return _answer(
+        request,
+        router,
+        200,
+        {
+            "ok": True,
+            "message": f"{parameter}: {before!r} -> {after!r}",
+            "parameter": parameter,
+            "old": before,
+            "new": after,
+        },
+    )
+
+
+@require_GET
+@viewer_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.all()
+    router = request.GET.get("router")
+    if router:
+        entries = entries.filter(router_name=router)
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "dashboard/audit.html",
+        {
+            "page": page,
+            "router": router or "",
+            "routers": Router.objects.values_list("name", flat=True),
+        },
+    )

@@ -126,6 +126,7 @@ class RouterService(service.Service):
         self._control_port: Any = None
         self._timers: list[task.LoopingCall] = []
         self.recorder: Any = None  # a gnurouter.traces TraceRecorder with --record
+        self._controller_calls: dict[Any, Any] = {}
 
     # -- wiring ----------------------------------------------------------
 
@@ -191,7 +192,7 @@ class RouterService(service.Service):
             self.recorder = recorder_for(self)
             self.stages["parser"].handler.recorder = self.recorder  # type: ignore[attr-defined]
         for interval_of, controller in self.conditioning.timers():
-            self._every(interval_of(), controller, now=False)
+            self._every_interval_of(interval_of, controller)
         log.info("gnurouter listening on %s:%d", *self.listening_address())
 
     def _every(self, interval: float, fn: Any, *args: Any, now: bool = True) -> None:
@@ -199,6 +200,15 @@ class RouterService(service.Service):
         timer.clock = self.reactor
         timer.start(interval, now=now)
         self._timers.append(timer)
+
+    def _every_interval_of(self, interval_of: Any, fn: Any) -> None:
+        """Run `fn` repeatedly, re-reading its interval each time (it is tunable live)."""
+
+        def run() -> None:
+            fn()
+            self._controller_calls[fn] = self.reactor.callLater(interval_of(), run)
+
+        self._controller_calls[fn] = self.reactor.callLater(interval_of(), run)
 
     def _tick(self, stage: str, name: str) -> None:
         self.stages[stage].enqueue_housekeeping(Tick(name))
@@ -236,6 +246,10 @@ class RouterService(service.Service):
             if timer.running:
                 timer.stop()
         self._timers.clear()
+        for call in self._controller_calls.values():
+            if call.active():
+                call.cancel()
+        self._controller_calls.clear()
         if self._port is not None:
             yield self._port.stopListening()
         if self._control_port is not None:

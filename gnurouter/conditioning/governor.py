@@ -52,6 +52,8 @@ class ThreadGovernor:
         self.retired = 0
         #: (time, threads, queue length) per sample, for the dashboard and the benchmark.
         self.history: deque[tuple[float, int, int]] = deque(maxlen=600)
+        #: Called with the new thread count after every change.
+        self.listeners: list[Callable[[int], None]] = []
 
     def sample(self) -> int:
         """Look at the stage once; returns the change in threads (-1, 0 or +1)."""
@@ -70,6 +72,8 @@ class ThreadGovernor:
         if change:
             stage.threads = threads + change
             self._last_change = now
+            for listener in self.listeners:
+                listener(stage.threads)
         self.history.append((time.time(), stage.threads, length))
         return change
 
@@ -78,7 +82,8 @@ class ThreadGovernor:
             return 1
         if threads > self.max_threads:
             return -1
-        settled = now - self._last_change >= self.interval
+        # 0.9: samples come every `interval`, give or take timer jitter.
+        settled = now - self._last_change >= 0.9 * self.interval
         if length >= self.add_threshold:
             self._quiet_since = None
             if threads < self.max_threads and settled:

@@ -38,7 +38,9 @@ class Conditioning:
         policies = parse_policies(config.conditioning)
         self.config = config
         # Shedding and sojourn policies need queries in a queue of their own.
-        self.priority_enabled = bool(policies & {"priority", "query-filter", "codel"})
+        self.priority_enabled = bool(
+            policies & {"priority", "query-filter", "codel", "response-time"}
+        )
         self.thresholds: dict[str, QueueThreshold] = {}
         self.thresholds_enabled = "threshold" in policies
         self.output_limits = OutputQueueLimits(

@@ -43,16 +43,23 @@ class QueryFilter:
         self.rate = rate
         self.burst = burst
         self.order = order
+        #: The admission rate a controller sets (response-time control); it
+        #: applies even with the filter itself off, and wins over `rate`.
+        self.steered_rate: float | None = None
         self._clock = clock
         self._tokens = float(burst)
         self._refilled = clock()
 
     def admit(self, stage: Stage, event: Any) -> str | None:
-        if not self.enabled or stage.class_of(event) != QUERY:
+        steered = self.steered_rate
+        if (not self.enabled and steered is None) or stage.class_of(event) != QUERY:
             return None
-        if self.rate is not None and not self._take_token():
+        rate = steered if steered is not None else self.rate
+        if rate is not None and not self._take_token(rate):
             return self.rate_reason
-        if self.max_queued is None or stage.class_length(QUERY) < self.max_queued:
+        if not self.enabled or self.max_queued is None:
+            return None
+        if stage.class_length(QUERY) < self.max_queued:
             return None
         if self.order == "newest":
             return self.shed_reason
@@ -68,10 +75,9 @@ class QueryFilter:
         )
         return None if victim is not None else self.shed_reason
 
-    def _take_token(self) -> bool:
+    def _take_token(self, rate: float) -> bool:
         now = self._clock()
-        assert self.rate is not None
-        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * rate)
         self._refilled = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0

@@ -10,6 +10,7 @@ delay for one service rate.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ class ResponseTimeController:
         increase: float = 10.0,
         decrease: float = 0.8,
         response_of: Callable[[float], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stage = stage
         self.query_filter = query_filter
@@ -46,19 +48,24 @@ class ResponseTimeController:
         self._response_of = response_of or (lambda pct: stage.class_response[QUERY].percentile(pct))
         self.observed = 0.0
         self.adjustments = 0
+        self._clock = clock
         self._last_taken = stage.class_taken[QUERY]
+        self._last_sample = clock()
 
     def sample(self) -> float | None:
         """One control step; returns the new query rate (None while disabled)."""
         if not self.enabled:
-            self.query_filter.rate = None
+            self.query_filter.steered_rate = None
             return None
         observed = self._response_of(self.percentile)
         self.observed = observed
+        now = self._clock()
         taken = self.stage.class_taken[QUERY]
-        completed_rate = (taken - self._last_taken) / self.interval
+        elapsed = max(1e-3, now - self._last_sample)
+        completed_rate = (taken - self._last_taken) / elapsed
         self._last_taken = taken
-        rate = self.query_filter.rate
+        self._last_sample = now
+        rate = self.query_filter.steered_rate
         if rate is None:
             rate = self.max_rate
         if observed > self.target:
@@ -67,14 +74,14 @@ class ResponseTimeController:
             rate = max(self.min_rate, min(rate, completed_rate) * self.decrease)
         elif observed > 0:
             rate = min(self.max_rate, rate + self.increase)
-        self.query_filter.rate = rate
+        self.query_filter.steered_rate = rate
         self.adjustments += 1
         return rate
 
     def state(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled,
-            "rate": self.query_filter.rate,
+            "rate": self.query_filter.steered_rate,
             "observed_ms": round(self.observed * 1000, 3),
             "target_ms": self.target * 1000,
             "percentile": self.percentile,

@@ -169,7 +169,8 @@ class Stage:
         return queued
 
     def class_length(self, event_class: str) -> int:
-        return len(self._queues[event_class])
+        pending = getattr(self._pending, "by_class", None)
+        return len(self._queues[event_class]) + (pending.get(event_class, 0) if pending else 0)
 
     def class_lengths(self) -> dict[str, int]:
         return {name: len(queue) for name, queue in self._queues.items()}
@@ -210,12 +211,15 @@ class Stage:
         exactly the events that would not fit, counted by kind.
         """
         admission = self.admission
+        classify = self.classify
         refused: list[Any] = []
+        admitted: list[tuple[str, Any]] = []
         if admission:
-            admitted = []
             pending = self._pending
+            pending.by_class = {}
             try:
                 for event in events:
+                    event_class = classify(event) if classify is not None else DEFAULT_CLASS
                     for controller in admission:
                         reason = controller.admit(self, event)
                         if reason is not None:
@@ -223,26 +227,26 @@ class Stage:
                             refused.append(event)
                             break
                     else:
-                        admitted.append(event)
+                        admitted.append((event_class, event))
                         # Later events of this batch see the ones admitted before them.
                         pending.count = len(admitted)
+                        pending.by_class[event_class] = pending.by_class.get(event_class, 0) + 1
             finally:
                 pending.count = 0
+                pending.by_class = {}
+        elif classify is not None:
+            admitted = [(classify(event), event) for event in events]
         else:
-            admitted = list(events)
+            admitted = [(DEFAULT_CLASS, event) for event in events]
         if not admitted:
             return refused
         now = self._clock()
         with self._lock:
-            if self.classify is None:
-                self._queues[DEFAULT_CLASS].extend([(now, event) for event in admitted])
-            else:
-                classify = self.classify
-                queues = self._queues
-                for event in admitted:
-                    queues[classify(event)].append((now, event))
+            queues = self._queues
+            for event_class, event in admitted:
+                queues[event_class].append((now, event))
             self.counters.enqueued += len(admitted)
-            length = sum(len(queue) for queue in self._queues.values())
+            length = sum(len(queue) for queue in queues.values())
             if length > self.peak_queue_length:
                 self.peak_queue_length = length
         self._wake()
@@ -333,7 +337,10 @@ class Stage:
         with self._lock:
             express_lane = self._has_express_lane
             batch: list[tuple[float, Any]] = []
-            room = self.batch_size
+            # A worker of a blocking stage takes one event at a time: events
+            # waiting inside a worker's batch would be invisible to the queue
+            # length, to sojourn-time policies and to the other threads.
+            room = 1 if self.blocking and not loop else self.batch_size
             if self._housekeeping and (loop or not express_lane):
                 take = self._housekeeping.popleft
                 batch = [take() for _ in range(min(room, len(self._housekeeping)))]

@@ -75,7 +75,10 @@ async def http(method: bytes, url: str, body: Any = None) -> tuple[int, Any]:
 async def test_threshold_change_over_http_takes_effect_on_the_next_event(
     start_router: Any,
 ) -> None:
-    router = start_router(control_listen=("127.0.0.1", 0), query_delay=0.2)
+    # Thresholding alone: no other policy may shed these queries.
+    router = start_router(
+        control_listen=("127.0.0.1", 0), query_delay=0.2, conditioning="threshold"
+    )
     host, port = router.control_address()
     base = f"http://{host}:{port}"
     watch = DecisionWatch(router)

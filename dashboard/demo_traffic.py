@@ -37,6 +37,8 @@ class Traffic:
         self.credit = 0.0
         self.sent = 0
         self.connecting = False
+        self.next_attempt = 0.0
+        self.told = False
 
     def rate(self, now: float) -> float:
         phase = (now - self.started) / self.args.period * 2 * math.pi
@@ -47,7 +49,7 @@ class Traffic:
 
         from gnurouter.servent import connect_servent
 
-        if self.connecting:
+        if self.connecting or time.monotonic() < self.next_attempt:
             return
         self.servents = [s for s in self.servents if not s.closed.called]
         missing = self.args.peers - len(self.servents)
@@ -60,8 +62,12 @@ class Traffic:
                 for _ in range(missing):
                     servent = await connect_servent(self.reactor, *self.address, keep_inbox=False)
                     self.servents.append(servent)
+                self.told = False
             except Exception as error:  # the router is not (yet, or any more) there
-                print(f"demo traffic: cannot connect: {error}", file=sys.stderr)
+                self.next_attempt = time.monotonic() + 1.0
+                if not self.told:
+                    self.told = True
+                    print(f"demo traffic: cannot connect yet ({error}); retrying", file=sys.stderr)
             finally:
                 self.connecting = False
 

@@ -62,6 +62,10 @@ _HEADER_LENGTH = 23
 BYE = int(MessageType.BYE)
 
 
+#: Queued after the last record of a pass when the trace is replayed again.
+_END_OF_PASS: Any = Record(0, 0, 0, 0, b"")
+
+
 class LatencyHistogram:
     """Non-negative durations in log buckets of ~1% width, from 1 us up: bounded memory."""
 
@@ -530,9 +534,10 @@ class Replayer:
         self._first_us: int | None = None
         self._loop_offset_us = 0
         self._last_us = 0
+        self._last_due = 0.0
         self._exhausted = False
         self._timer: Any = None
-        self._done: defer.Deferred[ReplayReport] = defer.Deferred()
+        self.done: defer.Deferred[ReplayReport] = defer.Deferred()
         self._finishing = False
         self._started = 0.0
         self._stopped = False
@@ -552,7 +557,7 @@ class Replayer:
         self._t0 = self._started + self.options.lead + 0.05
         self._open_reader()
         self._wake()
-        return self._done
+        return self.done
 
     def stop(self) -> None:
         """End now: close every link and report (for a replay inside a stopping router)."""
@@ -582,8 +587,8 @@ class Replayer:
             if self._stopped or (loops and self._loop >= loops):
                 return None
             # Next pass: new connections, times continuing 1 ms after this pass.
-            self._end_loop_connections(self._loop)
-            self._gone = {key for key in self._gone if key[0] == self._loop}
+            # The pass's connections end after its last record (see _wake).
+            self._queue.append((self._last_due, _END_OF_PASS, self._loop))
             self._loop_offset_us = self._last_us + 1000
             self._first_us = None
             self._open_reader()
@@ -600,9 +605,9 @@ class Replayer:
         self._last_us = trace_us
         self.report.trace_span = trace_us / 1e6
         speed = self.options.speed
-        if speed is None:
-            return self._t0
-        return self._t0 + trace_us / 1e6 / speed
+        due = self._t0 if speed is None else self._t0 + trace_us / 1e6 / speed
+        self._last_due = due
+        return due
 
     def _fill(self, now: float) -> None:
         """Read ahead up to `lookahead` seconds (wall) of schedule."""
@@ -659,6 +664,11 @@ class Replayer:
         max_batch = 5000 if self.options.speed is None else 1 << 30
         while queue and queue[0][0] <= now and sent < max_batch:
             due, record, loop = queue.popleft()
+            if record is _END_OF_PASS:
+                for ending in [link for link in touched if link.key[0] == loop]:
+                    self._write(ending, touched.pop(ending))
+                self._end_loop_connections(loop)
+                continue
             key = (loop, record.conn)
             link = links.get(key)
             if link is None:
@@ -797,9 +807,11 @@ class Replayer:
             link.lost.callback(None)
 
     def _end_loop_connections(self, loop: int) -> None:
+        """A pass is over: close its links (the trace ends, so do its connections)."""
         for key, link in list(self.links.items()):
             if key[0] == loop:
                 link.request_close()
+        self._gone = {key for key in self._gone if key[0] != loop}
 
     # -- the end ---------------------------------------------------------------------
 
@@ -849,7 +861,7 @@ class Replayer:
         if self._bar is not None:
             self._bar.update(report.messages_sent - self._bar.n)
             self._bar.close()
-        self._done.callback(report)
+        self.done.callback(report)
 
 
 # -- entry points ----------------------------------------------------------------------------

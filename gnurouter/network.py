@@ -106,16 +106,16 @@ class GnutellaWire(protocol.Protocol):
         # unsent buffer) forever: give it a bounded time to take the rest.
         if self._abort_call is None:
             self._abort_call = self.factory.clock.callLater(
-                CLOSE_TIMEOUT, self._abort_if_still_open
+                self.factory.close_timeout, self._abort_if_still_open
             )
 
     def _abort_if_still_open(self) -> None:
         self._abort_call = None
         if self.connected:
             log.info(
-                "peer %s did not take its last bytes in %ds; aborting",
+                "peer %s did not take its last bytes in %gs; aborting",
                 self.peer.label if self.peer else "?",
-                CLOSE_TIMEOUT,
+                self.factory.close_timeout,
             )
             self._wire.abortConnection()
 
@@ -147,6 +147,7 @@ class GnutellaFactory(protocol.Factory):
         outgoing: bool = False,
     ) -> None:
         self.clock = clock
+        self.close_timeout: float = CLOSE_TIMEOUT
         self.reader = reader
         self.connection = connection
         self.flow = flow

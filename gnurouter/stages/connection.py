@@ -119,7 +119,7 @@ class ConnectionHandler:
             queued = peer.output.take_all()
             if event.code == SEND_QUEUE_FULL:
                 for message in queued:
-                    self._drop(peer, message, "peer-clogged")
+                    self._drop(peer, message, "closed-clogged")
                 queued = []
             bye = Message.from_body(new_guid(), 1, 0, Bye(event.code, event.reason))
             self._send(peer, [*queued, bye])

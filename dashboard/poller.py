@@ -43,6 +43,8 @@ from dashboard.routerclient import RouterUnavailable, fetch_metrics
 log = logging.getLogger(__name__)
 
 OVERVIEW_GROUP = "overview"
+#: Views ask the poller to poll a router at once (after a change) through this group.
+POLLER_GROUP = "poller"
 DOWN_AFTER = 2  # consecutive failures
 DOWN_INTERVAL = 1.0  # seconds between polls of a router that is down
 DETAIL_INTERVAL = 1.0  # peers table and packet-log tail at most this often
@@ -68,6 +70,7 @@ class Watch:
     last_seen_saved: float = 0.0
     listen: str = ""
     task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def group(self) -> str:
@@ -150,6 +153,7 @@ class Poller:
             asyncio.ensure_future(self._every(ROUTERS_REFRESH, self.refresh_routers)),
             asyncio.ensure_future(self._every(FLUSH_INTERVAL, self.flush)),
             asyncio.ensure_future(self._every(DOWNSAMPLE_INTERVAL, self.downsample)),
+            asyncio.ensure_future(self._listen()),
         ]
         try:
             await self._stopping.wait()
@@ -221,7 +225,23 @@ class Poller:
             except Exception:  # a bug must not stop the watch
                 log.exception("poller: polling %s failed", watch.name)
             pause = self.interval if watch.up else DOWN_INTERVAL
-            await asyncio.sleep(max(0.0, pause - (loop.time() - started)))
+            watch.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.wake.wait(), max(0.0, pause - (loop.time() - started)))
+
+    async def _listen(self) -> None:
+        """Poll a router at once when a view asks (a parameter just changed)."""
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(POLLER_GROUP, channel)
+        try:
+            while True:
+                message = await self.layer.receive(channel)
+                watch = self.watches.get(message.get("router_id"))
+                if message.get("type") == "poll.now" and watch is not None:
+                    watch.wake.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(POLLER_GROUP, channel)
 
     # -- one poll ----------------------------------------------------------
 

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import history
 from dashboard.forms import ParameterForm, display_value, grouped_forms
 from dashboard.models import AuditEntry, Router, Sample
+from dashboard.poller import POLLER_GROUP
 from dashboard.roles import TUNE_PERMISSION, VIEW_PERMISSION, can_tune
 from dashboard.routerclient import (
     RouterRefused,
@@ -188,6 +189,17 @@ def _audit(
     return entry
 
 
+def _poll_now(router: Router) -> None:
+    """Ask the poller to fetch this router's metrics now, so the change shows at once."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(POLLER_GROUP, {"type": "poll.now", "router_id": router.pk})
+    except Exception as error:  # the next regular poll shows it anyway
+        log.warning("poll-now request failed: %s", error)
+
+
 @require_POST
 @tuner_required
 def router_tune(request: HttpRequest, name: str) -> HttpResponse:
@@ -225,6 +237,7 @@ def router_tune(request: HttpRequest, name: str) -> HttpResponse:
             request, router, 503, {"ok": False, "message": f"{router.name} is unreachable: {error}"}
         )
     before, after = changed.get(parameter, [old, value])
+    _poll_now(router)
     _audit(request, router, parameter, before, after, accepted=True)
     log.info(
         "%s set %s on %s: %r -> %r",

@@ -11,6 +11,8 @@
   var dirty = false;
   var lastParams = {};
   var pendingChanges = {};      // parameter -> {value, sent (ms)}
+  // Visible to tests and curious operators: how many live samples this page has shown.
+  var stats = window.gnurouterLive = { samples: 0, lastSample: null };
 
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) {
@@ -500,6 +502,8 @@
         if (msg.log) updateLog(msg.log);
         appendLive(msg.t, msg.sample);
         scheduleRender();
+        stats.samples += 1;
+        stats.lastSample = msg.t;
       } else if (msg.kind === "status") {
         setStatus(msg.up, msg.error);
       } else if (msg.kind === "audit") {

@@ -72,9 +72,43 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=s, help="events per handler call (64)")
     add(
         "--conditioning",
-        choices=("default", "none"),
+        metavar="POLICIES",
         default=s,
-        help="'none' = unbounded queues, no shedding (reproduces the original's collapse)",
+        help="load-conditioning policies: 'default' (priority,threshold,clogged,query-filter,"
+        "governor,codel), 'none' (one thread, unbounded FIFO queues: the original's "
+        "collapse), 'all', or a comma-separated list of priority, threshold, clogged, "
+        "query-filter, governor, codel, response-time",
+    )
+    add("--peer-output-max-bytes", type=int, default=s, help="clogged peer: queued bytes (256 KiB)")
+    add(
+        "--peer-output-max-messages",
+        type=int,
+        default=s,
+        help="clogged peer: queued messages (2000)",
+    )
+    add("--query-max-queued", type=int, default=s, help="query filter: queries that may wait (200)")
+    add("--query-rate", type=float, default=s, help="query filter: queries admitted per second")
+    add(
+        "--query-shed-order",
+        choices=("highest-hops", "oldest", "newest"),
+        default=s,
+        help="query filter: which query goes first when shedding (highest-hops)",
+    )
+    add("--governor-interval", default=s, metavar="DURATION", help="governor sampling period (2s)")
+    add(
+        "--governor-add-threshold",
+        type=int,
+        default=s,
+        help="queue length that adds a thread (100)",
+    )
+    add("--governor-max-threads", type=int, default=s, help="most router threads (10)")
+    add("--codel-target", default=s, metavar="DURATION", help="CoDel target sojourn time (5ms)")
+    add("--codel-interval", default=s, metavar="DURATION", help="CoDel interval (100ms)")
+    add(
+        "--response-target",
+        default=s,
+        metavar="DURATION",
+        help="response-time controller: query p90 target (100ms)",
     )
     add("--packet-log", default=s, metavar="FILE", help="write the packet log here (rotating)")
     add("--packet-log-max-bytes", type=int, default=s, help="rotate the packet log at this size")
@@ -99,7 +133,7 @@ class _Parser(argparse.ArgumentParser):
     """Errors are one line (no usage dump), exit status 2."""
 
     def error(self, message: str) -> Any:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{PROG}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ class ThreadGovernor:
         min_threads: int = 1,
         max_threads: int = 10,
         retire_after: float = 4.0,
-        retire_utilisation: float = 0.7,
+        retire_utilisation: float = 0.9,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stage = stage

@@ -39,6 +39,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["run", "--target-peers", "50", "--max-peers", "10"], "cannot exceed max_peers"),
         (["run", "--max-ttl", "99"], "max_ttl: 99 is outside"),
         (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "--conditioning", "threshold,bogus"], "unknown policy 'bogus'"),
+        (["run", "--query-shed-order", "random"], "invalid choice: 'random'"),
+        (["run", "--codel-target", "20 parsecs"], "expected a duration"),
         (["run", "--config", "/nonexistent/gnurouter.toml"], "cannot read config file"),
     ],
 )

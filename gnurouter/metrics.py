@@ -42,11 +42,14 @@ class MetricsSampler:
 
 def stage_counters(stage: Stage) -> dict[str, float]:
     counters = stage.counters
-    return {
+    values: dict[str, float] = {
         f"stage.{stage.name}.arrivals": counters.enqueued + counters.housekeeping,
         f"stage.{stage.name}.completions": counters.processed,
         f"stage.{stage.name}.drops": stage.drop_count(),
     }
+    for reason in list(stage.drops):
+        values[f"stage.{stage.name}.drops.{reason}"] = stage.drop_count(reason)
+    return values
 
 
 def stage_snapshot(
@@ -75,6 +78,9 @@ def stage_snapshot(
         "drops": with_drops,
         "drops_total": stage.drop_count(),
         "drops_per_s": sampler.rate(f"stage.{stage.name}.drops"),
+        "drops_per_s_by_reason": {
+            reason: sampler.rate(f"stage.{stage.name}.drops.{reason}") for reason in with_drops
+        },
         "queue_delay_ms": _ms(stage.queue_delay.summary()),
         "service_time_ms": _ms(stage.service_time.summary()),
         "classes": {

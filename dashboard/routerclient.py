@@ -11,6 +11,16 @@ from dashboard.models import Router
 #: Tuning requests wait at most this long for a router.
 TUNE_TIMEOUT = 3.0
 
+_shared: httpx.Client | None = None
+
+
+def _client() -> httpx.Client:
+    """One client for the views (thread-safe, keeps connections; making one costs ~25 ms)."""
+    global _shared
+    if _shared is None:
+        _shared = httpx.Client(timeout=TUNE_TIMEOUT)
+    return _shared
+
 
 class RouterUnavailable(Exception):
     """The router did not answer, or answered something that is not its control API."""
@@ -47,7 +57,9 @@ def _check(response: httpx.Response) -> Any:
 def describe_parameters(router: Router, timeout: float = TUNE_TIMEOUT) -> list[dict[str, Any]]:
     """GET /parameters: name, kind, value, low, high, choices, nullable, allowed, description."""
     try:
-        response = httpx.get(_url(router, "/parameters"), headers=router.headers(), timeout=timeout)
+        response = _client().get(
+            _url(router, "/parameters"), headers=router.headers(), timeout=timeout
+        )
     except httpx.HTTPError as error:
         raise RouterUnavailable(f"{type(error).__name__}: {error}") from error
     described = _check(response)
@@ -61,7 +73,7 @@ def set_parameters(
 ) -> dict[str, list[Any]]:
     """POST /parameters; returns {name: [old, new]} as the router applied them."""
     try:
-        response = httpx.post(
+        response = _client().post(
             _url(router, "/parameters"), json=changes, headers=router.headers(), timeout=timeout
         )
     except httpx.HTTPError as error:

@@ -38,6 +38,32 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 #: Refused requests are logged at most this often per client address.
 REFUSAL_LOG_INTERVAL = 60.0
+#: Several dashboards and a Prometheus scraping at once share a snapshot this young.
+SNAPSHOT_MAX_AGE = 0.1
+
+
+class SnapshotCache:
+    """The router's snapshot, computed at most once per `max_age` however many ask.
+
+    A snapshot costs the reactor real time (percentile windows), so N clients
+    polling must not cost N times as much.  A parameter change drops the
+    cached copy, so the next request shows it.
+    """
+
+    def __init__(self, snapshot: Any, max_age: float = SNAPSHOT_MAX_AGE) -> None:
+        self._snapshot = snapshot
+        self.max_age = max_age
+        self._value: dict[str, Any] | None = None
+        self._taken = 0.0
+
+    def __call__(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._value is None or now - self._taken >= self.max_age:
+            self._value, self._taken = self._snapshot(), now
+        return self._value
+
+    def clear(self, *_changed: Any) -> None:
+        self._value = None
 
 
 def _json(request: Any, status: int, payload: Any) -> bytes:
@@ -98,14 +124,16 @@ class _Guarded(resource.Resource):
 class MetricsResource(_Guarded):
     def __init__(self, router: RouterService, check: TokenCheck) -> None:
         super().__init__(router, check)
-        self.registry = prometheus.registry_for(router.snapshot)
+        self.snapshot = SnapshotCache(router.snapshot)
+        router.control.add_listener(self.snapshot.clear)
+        self.registry = prometheus.registry_for(self.snapshot)
 
     def render_GET(self, request: Any) -> bytes:
         if request.postpath and request.postpath != [b""]:
             if request.postpath == [b"prometheus"]:
                 return self.render_prometheus(request)
             return _json(request, 404, {"error": "no such resource"})
-        return _json(request, 200, self.router.snapshot())
+        return _json(request, 200, self.snapshot())
 
     def render_prometheus(self, request: Any) -> bytes:
         request.setResponseCode(200)

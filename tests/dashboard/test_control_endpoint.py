@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -132,3 +133,35 @@ def test_token_from_the_environment_and_the_command_line(monkeypatch: Any) -> No
     other = "another-token-0123456789"
     args = parser.parse_args(["run", "--control-token", other])
     assert config_from_args(args).control_token == other
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_dashboard_connections_do_not_hold_up_the_router(start_router: Any) -> None:
+    """The endpoint only answers: clients that never finish or never read cost routing nothing."""
+    router = start_router(control_listen=("127.0.0.1", 0), control_token=TOKEN)
+    host, port = router.control_address()
+    request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    stalled = []
+    half = socket.create_connection((host, port))
+    half.sendall(request[:20])  # a request that never ends
+    stalled.append(half)
+    for _ in range(3):  # many snapshots asked for, none ever read
+        greedy = socket.create_connection((host, port))
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.sendall(request * 50)
+        stalled.append(greedy)
+    try:
+        watch = DecisionWatch(router)
+        sender = await join(router)
+        receiver = await join(router)
+        sent = [
+            Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria=f"s{i}")) for i in range(20)
+        ]
+        sender.send(*sent)
+        await receiver.next_message(reactor, lambda m: m.guid == sent[-1].guid, timeout=5)
+        await watch.wait_until(lambda: len(watch.seen) >= 20, timeout=5)
+        code, _, _ = await http(b"GET", base_of(router) + "/parameters", None, f"Bearer {TOKEN}")
+        assert code == 200
+    finally:
+        for connection in stalled:
+            connection.close()

@@ -318,21 +318,27 @@
       .then(function (r) { if (!r.ok) throw new Error("history: HTTP " + r.status); return r.json(); });
   }
 
+  var historySeq = 0, lastZoom = "";
   function showHistory(start, end) {
     mode = "history";
-    $("chart-note").textContent = "History " + new Date(start * 1000).toLocaleString() + " – " +
+    var seq = ++historySeq;
+    var label = "History " + new Date(start * 1000).toLocaleString() + " – " +
       new Date(end * 1000).toLocaleString() + ". Drag to zoom in; press Live to go back.";
+    $("chart-note").textContent = label + " Loading…";
     return fetchHistory(start, end).then(function (columns) {
-      if (mode !== "history") return;
+      if (mode !== "history" || seq !== historySeq) return;  // a newer request won
       setChartData(columns);
       var res = columns.bucket ? columns.bucket + " s buckets (mean queue; dashed: max)" : "every poll";
-      $("chart-note").textContent += " Resolution: " + res + ".";
+      $("chart-note").textContent = label + " Resolution: " + res + ".";
     }).catch(function (error) { $("chart-note").textContent = String(error); });
   }
 
   function onZoom(u) {
     if (u.select.width < 4) return;
     var min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
+    var key = min.toFixed(2) + ":" + max.toFixed(2);
+    if (key === lastZoom) return;  // the charts share one selection: one fetch for all
+    lastZoom = key;
     setActiveRange(null);
     showHistory(min, max);
   }
@@ -345,6 +351,7 @@
 
   function goLive() {
     mode = "live";
+    lastZoom = "";
     setActiveRange("live");
     $("chart-note").textContent = "Live: last 5 minutes, updated with every poll. Drag across a chart to zoom into history.";
     scheduleRender();

@@ -192,7 +192,8 @@
       Object.keys(s.drops || {}).sort().forEach(function (reason) {
         var kinds = s.drops[reason], total = 0;
         Object.keys(kinds).forEach(function (k) { total += kinds[k]; });
-        reasons.push(reason + " " + fmt(total));
+        var rate = (s.drops_per_s_by_reason || {})[reason];
+        reasons.push(reason + " " + fmt(total) + (rate ? " (" + fmt(rate) + "/s)" : ""));
       });
       c.drops.textContent = reasons.length ? "drops: " + reasons.join(" · ") : "no drops";
     });

@@ -258,6 +258,20 @@ class Conditioning:
             high=self.router_stage.max_threads,
         )
         attr(
+            "conditioning.governor.add_when_saturated",
+            "bool",
+            governor,
+            "add_when_saturated",
+            "also add a thread when all threads are busy and work waits",
+        )
+        attr(
+            "conditioning.governor.size_by_demand",
+            "bool",
+            governor,
+            "size_by_demand",
+            "jump to the threads Little's law says the offered load needs",
+        )
+        attr(
             "conditioning.governor.retire_after",
             "duration",
             governor,

@@ -94,6 +94,9 @@ class StageCounters:
     processed: int = 0
     batches: int = 0
     busy_seconds: float = 0.0
+    #: Time and events on the thread pool only (what a thread governor sizes).
+    worker_busy_seconds: float = 0.0
+    worker_events: int = 0
     housekeeping: int = 0
     handler_errors: int = 0
 
@@ -154,6 +157,8 @@ class Stage:
         # response-time controller steers by.
         self.class_response = {c: LatencyHistogram(window=2.0) for c in self.classes}
         self.class_taken = dict.fromkeys(self.classes, 0)
+        #: Events offered per class, admitted or not: the demand on the stage.
+        self.class_offered = dict.fromkeys(self.classes, 0)
         self.service_time = LatencyHistogram()
         self.peak_queue_length = 0
         self.idle_since = clock()
@@ -218,8 +223,10 @@ class Stage:
             pending = self._pending
             pending.by_class = {}
             try:
+                offered = self.class_offered
                 for event in events:
                     event_class = classify(event) if classify is not None else DEFAULT_CLASS
+                    offered[event_class] += 1
                     for controller in admission:
                         reason = controller.admit(self, event)
                         if reason is not None:
@@ -236,8 +243,11 @@ class Stage:
                 pending.by_class = {}
         elif classify is not None:
             admitted = [(classify(event), event) for event in events]
+            for event_class, _ in admitted:
+                self.class_offered[event_class] += 1
         else:
             admitted = [(DEFAULT_CLASS, event) for event in events]
+            self.class_offered[DEFAULT_CLASS] += len(admitted)
         if not admitted:
             return refused
         now = self._clock()
@@ -375,7 +385,7 @@ class Stage:
             self.count_drop(reason, event)
         return batch
 
-    def _run_batch(self, batch: Sequence[tuple[float, Any]]) -> None:
+    def _run_batch(self, batch: Sequence[tuple[float, Any]], *, on_worker: bool = False) -> None:
         started = self._clock()
         # A bounded sample of each batch: every event of a small batch, eight
         # evenly spaced events of a large one.
@@ -403,6 +413,9 @@ class Stage:
             self.counters.processed += len(events)
             self.counters.batches += 1
             self.counters.busy_seconds += elapsed
+            if on_worker:
+                self.counters.worker_busy_seconds += elapsed
+                self.counters.worker_events += len(events)
             self.idle_since = finished
 
     def _drain_on_loop(self) -> None:
@@ -428,7 +441,7 @@ class Stage:
             batch = self._take_batch(loop=False)
             if not batch:
                 break
-            self._run_batch(batch)
+            self._run_batch(batch, on_worker=True)
         with self._lock:
             self._active -= 1
         self._wake()

@@ -197,8 +197,14 @@ async def test_governor_adds_threads_under_load_and_retires_them_after(
     governor = router.conditioning.governor
     governor.retire_after = 0.5
     result = await overload(router)
-    assert max(result.thread_samples) >= 5
-    assert governor.added >= 4
+    # Little's law on the offered queries: 300/s x 20 ms = 6 busy threads.
+    # The governor measures that demand and sizes the pool for it at once
+    # (then adds more while the backlog from its first interval drains).
+    offered_busy = QUERIES_PER_BURST / BURST_EVERY * QUERY_DELAY
+    under_load = [entry[3] for entry in governor.history if entry[2] > 0]
+    assert abs(statistics.median(under_load) - offered_busy) < 0.35 * offered_busy
+    assert max(result.thread_samples) >= offered_busy
+    assert governor.added >= 1
     # Starting from one thread it lags behind, but as threads are added the
     # queue grows ever more slowly: the last quarter of the run adds far
     # less than the first.

@@ -152,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_trace_options(run)
     add_trace_commands(commands, _Parser)
+    bench = commands.add_parser("bench", help="benchmarks (the SEDA overload experiment)")
+    benchmarks = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    from gnurouter.bench.overload import add_arguments as add_overload_arguments
+
+    add_overload_arguments(
+        benchmarks.add_parser(
+            "overload",
+            help="reproduce the SEDA Gnutella overload experiment and go past it",
+            description="Offered load vs latency, goodput, queues and threads for each "
+            "conditioning policy, beside the original's published figures.",
+        )
+    )
     return parser
 
 
@@ -202,6 +214,10 @@ def _run(config: RouterConfig, args: argparse.Namespace | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from gnurouter.bench.overload import run_from_args
+
+        return run_from_args(args)
     if args.command == "trace":
         from gnurouter.traces.cli import run_trace_command
 

@@ -50,6 +50,10 @@ class GnutellaWire(protocol.Protocol):
     # -- Twisted protocol --------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Gnutella messages are small and latency matters more than packet
+        # count: Nagle's algorithm would hold a pong back until the previous
+        # segment is acknowledged.
+        self._wire.setTcpNoDelay(True)
         address = self._wire.getPeer()
         role = Role.INITIATOR if self.outgoing else Role.ACCEPTOR
         self.peer = Peer(

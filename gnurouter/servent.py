@@ -71,6 +71,7 @@ class ServentProtocol(protocol.Protocol):
         return self.transport
 
     def connectionMade(self) -> None:
+        self._wire.setTcpNoDelay(True)  # as the router does: small messages, no batching delay
         self._wire.write(self.connection.start(self.headers))
 
     def dataReceived(self, data: bytes) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks shipped with the router: `gnurouter bench overload`, the SEDA experiment."""

@@ -113,12 +113,20 @@ class IntRange:
 class RouterConfig:
     listen: tuple[str, int] = ("127.0.0.1", 6346)
     peers: list[tuple[str, int]] = field(default_factory=list)
-    max_peers: int = 32
-    target_peers: int = 8
+    max_peers: int = 62  # every neighbour, of any role
+    max_ultrapeers: int = 32  # ultrapeer (and legacy) neighbours; also our X-Degree
+    max_leaves: int = 30
+    target_peers: int = 8  # ultrapeer links the catcher keeps up (connecting out)
+    accept_legacy_peers: bool = True  # servents that send no X-Ultrapeer (0.4, early 0.6)
     hosts_file: str | None = None
+    hosts_save_interval: float = 300.0
+    bootstrap: list[str] = field(default_factory=list)  # GWebCache URLs
+    bootstrap_enabled: bool = True  # --no-bootstrap: never any HTTP request
     user_agent: str = "gnurouter/0.1"
     ultrapeer: bool = True
     deflate: bool = True
+    flood_tableless_leaves: bool = True
+    qrp_update_interval: float = 300.0
     # Routing
     max_ttl: int = 7
     route_ttl: float = 600.0
@@ -148,6 +156,8 @@ class RouterConfig:
     governor_interval: float = 2.0
     governor_add_threshold: int = 100
     governor_max_threads: int = 10
+    # Two, so one blocked query never holds up the next one of a burst.
+    governor_min_threads: int = 2
     codel_target: float = 0.005
     codel_interval: float = 0.100
     response_target: float = 0.100
@@ -166,10 +176,28 @@ class RouterConfig:
 
     def validate(self) -> RouterConfig:
         IntRange(1, 10_000).check("max_peers", self.max_peers)
+        IntRange(0, 10_000).check("max_ultrapeers", self.max_ultrapeers)
+        IntRange(0, 10_000).check("max_leaves", self.max_leaves)
         IntRange(0, 10_000).check("target_peers", self.target_peers)
         if self.target_peers > self.max_peers:
             raise ConfigError(
                 f"target_peers ({self.target_peers}) cannot exceed max_peers ({self.max_peers})"
+            )
+        if self.target_peers > self.max_ultrapeers:
+            raise ConfigError(
+                f"target_peers ({self.target_peers}) cannot exceed max_ultrapeers "
+                f"({self.max_ultrapeers})"
+            )
+        for url in self.bootstrap:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ConfigError(f"bootstrap: expected an http:// or https:// URL, got {url!r}")
+        if not 1.0 <= self.hosts_save_interval <= 86_400.0:
+            raise ConfigError(
+                f"hosts_save_interval: {self.hosts_save_interval}s is outside 1s..24h"
+            )
+        if not 1.0 <= self.qrp_update_interval <= 86_400.0:
+            raise ConfigError(
+                f"qrp_update_interval: {self.qrp_update_interval}s is outside 1s..24h"
             )
         IntRange(1, 15).check("max_ttl", self.max_ttl)
         IntRange(16, 10_000_000).check("route_table_max", self.route_table_max)
@@ -212,6 +240,12 @@ class RouterConfig:
             raise ConfigError(f"governor_interval: {self.governor_interval}s is outside 100ms..60s")
         IntRange(1, 10_000_000).check("governor_add_threshold", self.governor_add_threshold)
         IntRange(1, 64).check("governor_max_threads", self.governor_max_threads)
+        IntRange(1, 64).check("governor_min_threads", self.governor_min_threads)
+        if self.governor_min_threads > self.governor_max_threads:
+            raise ConfigError(
+                f"governor_min_threads ({self.governor_min_threads}) cannot exceed "
+                f"governor_max_threads ({self.governor_max_threads})"
+            )
         if not 0.0001 <= self.codel_target <= 10.0:
             raise ConfigError(f"codel_target: {self.codel_target}s is outside 100us..10s")
         if not 0.001 <= self.codel_interval <= 60.0:
@@ -252,6 +286,8 @@ _DURATION_FIELDS = {
     "response_target",
     "handshake_timeout",
     "query_delay",
+    "hosts_save_interval",
+    "qrp_update_interval",
 }
 _FIELD_TYPES = {f.name: f for f in dataclasses.fields(RouterConfig)}
 
@@ -267,6 +303,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError("peers: expected a list of 'HOST:PORT' strings")
         return [parse_address(v, name="peers") for v in value]
+    if name == "bootstrap":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("bootstrap: expected a list of GWebCache URLs")
+        return list(value)
     if name == "payload_limits":
         if not isinstance(value, Mapping):
             raise ConfigError("payload_limits: expected a table of type = bytes")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import ROUTER_EXPRESS
@@ -52,6 +53,7 @@ class RouterContext:
     connect: Callable[[tuple[str, int]], None]
     own_addresses: Callable[[], set[tuple[str, int]]]
     conditioning: Conditioning
+    bootstrap: Any = None  # a gnurouter.bootstrap.GWebCacheBootstrap
 
 
 HandlerFactory = Callable[[RouterContext, Mapping[str, Sink]], EventHandler]
@@ -108,7 +110,9 @@ def _catcher(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
         connect=ctx.connect,
         target_peers=ctx.config.target_peers,
         max_peers=ctx.config.max_peers,
+        max_ultrapeers=ctx.config.max_ultrapeers,
         own_addresses=ctx.own_addresses,
+        bootstrap=ctx.bootstrap,
     )
 
 

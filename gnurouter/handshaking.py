@@ -1,14 +1,52 @@
-"""What this router says in handshakes, and whether it takes a new neighbour."""
+"""What this router says in handshakes, and whether it takes a new neighbour.
+
+We are an ultrapeer.  A neighbour's role comes from its X-Ultrapeer header:
+
+* ``X-Ultrapeer: True``: an ultrapeer, in one of `max_ultrapeers` slots;
+* ``X-Ultrapeer: False``: a leaf, in one of `max_leaves` slots; it gets
+  queries by its QRP table;
+* no X-Ultrapeer at all (0.4, or 0.6 from before ultrapeers): a *legacy*
+  node.  It shares the ultrapeer slots and is routed like an ultrapeer that
+  exchanges no route tables (it gets every query per TTL), since that is
+  what the network looked like to it.  `accept_legacy_peers = false`
+  refuses them (403) instead.
+
+`max_peers` caps all of them together.  A full router answers 503 with
+``X-Try-Ultrapeers`` taken from the host cache.
+
+Leaves check what we say before they stay (LimeWire's HandshakeResponse
+calls an ultrapeer "good" only with X-Degree >= 15, X-Ultrapeer-Query-Routing,
+X-Dynamic-Querying and X-Max-TTL < 5, and answers "503 Not Good Ultrapeer"
+otherwise).  So we send `X-Degree` = our ultrapeer slots (what we keep open
+for ultrapeers, from the configuration, not a constant) and `X-Max-TTL` =
+min(max_ttl, 4): the TTL dynamic-querying ultrapeers send queries with.
+Messages arriving with more are still relayed, clamped to `max_ttl`.
+
+An ultrapeer we connect to may answer ``X-Ultrapeer-Needed: False`` (leaf
+guidance: "become my leaf").  We never become a leaf: we confirm with
+``X-Ultrapeer: True`` and stay an ultrapeer; the other side keeps or drops
+the link as it likes.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gnurouter.config import RouterConfig
 from gnurouter.hostcache import HostCache
-from gnurouter.peers import Peer, PeerTable
+from gnurouter.peers import Peer, PeerState, PeerTable
 from gnurouter.protocol.handshake import ConnectRequest, Headers, negotiate_encoding
+from gnurouter.routing import LEAF, LEGACY, ULTRAPEER
+
+log = logging.getLogger(__name__)
+
+#: The highest X-Max-TTL LimeWire leaves accept from an ultrapeer (theirs is < 5).
+ADVERTISED_MAX_TTL = 4
+#: Hosts listed in X-Try-Ultrapeers: in a refusal, and (fewer) in an acceptance.
+TRY_HOSTS_REFUSED = 10
+TRY_HOSTS_ACCEPTED = 5
 
 
 @dataclass(frozen=True)
@@ -16,6 +54,7 @@ class Verdict:
     status: int
     reason: str
     headers: Headers
+    role: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -30,10 +69,30 @@ def parse_try_hosts(value: str | None, limit: int = 64) -> list[tuple[str, int]]
     for item in value.split(","):
         host, sep, port = item.strip().rpartition(":")
         if sep and host and port.isdigit() and 0 < int(port) <= 65535:
-            hosts.append((host, int(port)))
+            hosts.append((host.strip("[]"), int(port)))
             if len(hosts) >= limit:
                 break
     return hosts
+
+
+def peer_role(headers: Headers) -> str:
+    """ultrapeer, leaf, or legacy (no X-Ultrapeer header), from a peer's handshake headers."""
+    value = headers.get("X-Ultrapeer")
+    if value is None:
+        return LEGACY
+    return ULTRAPEER if value.strip().lower() == "true" else LEAF
+
+
+def peer_features(headers: Headers) -> set[str]:
+    """What a peer said it can do, in the words the router uses."""
+    features = set()
+    if headers.get("Vendor-Message"):
+        features.add("vendor-messages")
+    if headers.get("X-Ultrapeer-Query-Routing"):
+        features.add("up-qrp")
+    if headers.get("X-Query-Routing"):
+        features.add("qrp")
+    return features
 
 
 class HandshakePolicy:
@@ -48,20 +107,62 @@ class HandshakePolicy:
         self.peers = peers
         self.hosts = hosts
         self.listen_address = listen_address
+        # Live limits (the control API tunes these).
+        self.max_peers = config.max_peers
+        self.max_ultrapeers = config.max_ultrapeers
+        self.max_leaves = config.max_leaves
+        self.accept_legacy = config.accept_legacy_peers
+        self.refused: dict[str, int] = {}
+        self.leaf_guidance_declined = 0
 
-    def _common(self, peer: Peer) -> list[tuple[str, str]]:
+    # -- what we are -------------------------------------------------------
+
+    @property
+    def degree(self) -> int:
+        """X-Degree: the ultrapeer connections we keep (our ultrapeer slots)."""
+        return min(self.max_ultrapeers, self.max_peers)
+
+    @property
+    def advertised_max_ttl(self) -> int:
+        return min(self.config.max_ttl, ADVERTISED_MAX_TTL)
+
+    def slots(self, exclude: Peer | None = None) -> dict[str, tuple[int, int]]:
+        """Per role: (taken, limit); `total` counts every live link, role known or not."""
+        taken = {ULTRAPEER: 0, LEAF: 0, "total": 0}
+        for peer in self.peers:
+            if peer is exclude or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+                continue
+            taken["total"] += 1
+            if peer.role == LEAF:
+                taken[LEAF] += 1
+            elif peer.role in (ULTRAPEER, LEGACY):
+                taken[ULTRAPEER] += 1
+        return {
+            ULTRAPEER: (taken[ULTRAPEER], min(self.max_ultrapeers, self.max_peers)),
+            LEAF: (taken[LEAF], self.max_leaves),
+            "total": (taken["total"], self.max_peers),
+        }
+
+    def _headers(self, peer: Peer) -> list[tuple[str, str]]:
         host, port = self.listen_address()
+        ultrapeer = self.config.ultrapeer
         headers = [
             ("User-Agent", self.config.user_agent),
-            ("X-Ultrapeer", "True" if self.config.ultrapeer else "False"),
+            ("X-Ultrapeer", "True" if ultrapeer else "False"),
             ("X-Query-Routing", "0.2"),
-            ("X-Ultrapeer-Query-Routing", "0.1"),
+        ]
+        if ultrapeer:
+            headers += [
+                ("X-Ultrapeer-Query-Routing", "0.1"),
+                ("X-Dynamic-Querying", "0.1"),
+                ("X-Degree", str(self.degree)),
+            ]
+        headers += [
+            ("X-Max-TTL", str(self.advertised_max_ttl)),
             ("Pong-Caching", "0.1"),
             ("GGEP", "0.5"),
             ("Vendor-Message", "0.2"),
             ("Bye-Packet", "0.1"),
-            ("X-Max-TTL", str(self.config.max_ttl)),
-            ("X-Degree", str(self.config.max_peers)),
             ("Listen-IP", f"{host}:{port}"),
             ("Remote-IP", peer.address[0]),
         ]
@@ -69,24 +170,72 @@ class HandshakePolicy:
             headers.append(("Accept-Encoding", "deflate"))
         return headers
 
+    def try_hosts(self, peer: Peer, limit: int) -> str:
+        exclude = {peer.address}
+        if peer.listen_address is not None:
+            exclude.add(peer.listen_address)
+        host, port = self.listen_address()
+        exclude.add((host, port))
+        return ",".join(f"{h}:{p}" for h, p in self.hosts.sample(limit, exclude=exclude))
+
+    # -- decisions ---------------------------------------------------------
+
     def request_headers(self, peer: Peer) -> Headers:
         """Our `GNUTELLA CONNECT/0.6` block when we initiate."""
-        return Headers.from_pairs(self._common(peer))
+        return Headers.from_pairs(self._headers(peer))
+
+    def _refusal(self, peer: Peer, status: int, reason: str) -> Verdict:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        pairs = [("User-Agent", self.config.user_agent)]
+        try_hosts = self.try_hosts(peer, TRY_HOSTS_REFUSED)
+        if try_hosts:
+            pairs.append(("X-Try-Ultrapeers", try_hosts))
+        return Verdict(status, reason, Headers.from_pairs(pairs))
+
+    def admit(self, peer: Peer, role: str) -> Verdict | None:
+        """None if a `role` peer fits now, else the refusal to give it."""
+        if role == LEGACY and not self.accept_legacy:
+            return self._refusal(peer, 403, "Old-style servents refused (no X-Ultrapeer)")
+        slots = self.slots(exclude=peer)
+        taken, limit = slots["total"]
+        if taken >= limit:
+            return self._refusal(peer, 503, "Too many connections")
+        taken, limit = slots[LEAF if role == LEAF else ULTRAPEER]
+        if taken >= limit:
+            what = "leaves" if role == LEAF else "ultrapeers"
+            return self._refusal(peer, 503, f"Too many {what}")
+        return None
 
     def respond(self, peer: Peer, request: ConnectRequest) -> Verdict:
         """Accept or refuse a servent that connected to us."""
-        established = self.peers.count(include_handshaking=False)
-        if established >= self.config.max_peers:
-            try_hosts = ",".join(f"{h}:{p}" for h, p in self.hosts.sample(10))
-            pairs = [("User-Agent", self.config.user_agent)]
-            if try_hosts:
-                pairs.append(("X-Try-Ultrapeers", try_hosts))
-            return Verdict(503, "Too many connections", Headers.from_pairs(pairs))
-        pairs = self._common(peer)
+        role = peer_role(request.headers)
+        refusal = self.admit(peer, role)
+        if refusal is not None:
+            return refusal
+        pairs = self._headers(peer)
+        try_hosts = self.try_hosts(peer, TRY_HOSTS_ACCEPTED)
+        if try_hosts:
+            pairs.append(("X-Try-Ultrapeers", try_hosts))
         pairs.extend(negotiate_encoding(request.headers, we_support_deflate=self.config.deflate))
-        return Verdict(200, "OK", Headers.from_pairs(pairs))
+        return Verdict(200, "OK", Headers.from_pairs(pairs), role)
+
+    def confirm(self, peer: Peer, response_headers: Headers) -> Verdict:
+        """Our final reply when we initiated: take the servent that said 200, or refuse it."""
+        role = peer_role(response_headers)
+        refusal = self.admit(peer, role)
+        if refusal is not None:
+            return refusal
+        pairs = negotiate_encoding(response_headers, we_support_deflate=self.config.deflate)
+        needed = response_headers.get("X-Ultrapeer-Needed")
+        if role == ULTRAPEER and needed is not None and needed.strip().lower() == "false":
+            # Leaf guidance: they have ultrapeers enough and want us as a leaf.
+            # We are an ultrapeer with leaves of our own: decline, stay one.
+            self.leaf_guidance_declined += 1
+            pairs.append(("X-Ultrapeer", "True"))
+            log.info("peer %s suggested we become its leaf; staying an ultrapeer", peer.label)
+        return Verdict(200, "OK", Headers.from_pairs(pairs), role)
 
     def confirm_headers(self, response_headers: Headers) -> Headers:
-        """Our final `200 OK` block when we initiated the connection."""
+        """Our final `200 OK` block when we initiated the connection (encoding only)."""
         pairs = negotiate_encoding(response_headers, we_support_deflate=self.config.deflate)
         return Headers.from_pairs(pairs)

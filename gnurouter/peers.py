@@ -78,6 +78,10 @@ class Peer:
         self.last_heard = time.monotonic()
         self.user_agent = ""
         self.listen_address: tuple[str, int] | None = None
+        # "ultrapeer", "leaf" or "legacy" once the handshake says (gnurouter.handshaking).
+        self.role: str | None = None
+        # What it said it can do: "vendor-messages", "up-qrp", "qrp".
+        self.features: set[str] = set()
         self.counters = PeerCounters()
         # Messages waiting for the socket to drain; bounded by conditioning.clogged.
         self.output = PeerOutputQueue()

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.messages import (
     Message,
     MessageType,
@@ -21,11 +22,44 @@ from gnurouter.protocol.messages import (
     Pong,
     Push,
     QueryHit,
+    RouteTablePatch,
+    RouteTableReset,
+    VendorMessage,
+    decode_qrp,
     new_guid,
+)
+from gnurouter.protocol.qrp import (
+    QRP_BYE_CODE,
+    UP_TABLE_BITS,
+    QrpError,
+    QrpReceiver,
+    QrpTable,
+    QueryKeys,
+    build_update,
+    merge_tables,
+)
+from gnurouter.protocol.vendor import (
+    HOPS_FLOW,
+    MESSAGES_SUPPORTED,
+    MessagesSupported,
+    decode_hops_flow,
+    vendor_label,
 )
 
 #: The peer id under which this router records routes for messages it originated.
 LOCAL = 0
+
+#: Neighbour roles, from the handshake's X-Ultrapeer header.
+ULTRAPEER = "ultrapeer"
+LEAF = "leaf"
+#: A servent that sent no X-Ultrapeer at all (0.4, or 0.6 from before
+#: ultrapeers): routed like an ultrapeer neighbour that does no QRP.
+LEGACY = "legacy"
+ROLES = (ULTRAPEER, LEAF, LEGACY)
+#: Hops-Flow value meaning "no limit" (the byte on the wire tops out at 255).
+NO_HOPS_FLOW = 256
+#: The vendor messages we answer, listed in our Messages Supported.
+SUPPORTED_VENDOR_MESSAGES = (HOPS_FLOW,)
 
 PING = MessageType.PING
 PONG = MessageType.PONG
@@ -160,6 +194,11 @@ class RoutingRules:
     pongs_per_ping: int = 10
     ping_rate_per_peer: float = 1.0
     ping_burst_per_peer: int = 5
+    #: A leaf that has not sent a complete route table yet gets queries as
+    #: before QRP (flooded per TTL); once it has one, only what it matches.
+    flood_tableless_leaves: bool = True
+    #: Least seconds between two QRP updates to one ultrapeer neighbour.
+    qrp_update_interval: float = 300.0
 
 
 class Decision:
@@ -169,7 +208,7 @@ class Decision:
     with list factories costs several times more to build.
     """
 
-    __slots__ = ("action", "learned_hosts", "reason", "sends")
+    __slots__ = ("action", "close", "learned_hosts", "reason", "sends")
 
     def __init__(
         self,
@@ -183,6 +222,8 @@ class Decision:
         self.sends: list[tuple[Message, list[int]]] = sends if sends is not None else []
         #: Addresses of servents this message told us about (pongs).
         self.learned_hosts: list[tuple[str, int]] = []
+        #: (Bye code, reason) when the sender must be disconnected for it.
+        self.close: tuple[int, str] | None = None
 
     @property
     def dropped(self) -> bool:
@@ -196,8 +237,96 @@ def _drop(reason: str) -> Decision:
     return Decision("dropped", reason)
 
 
+class PeerRouting:
+    """What routing knows of one neighbour: role, route table, flow control, counters."""
+
+    __slots__ = (
+        "hops_flow",
+        "id",
+        "messages_supported_sent",
+        "qrp",
+        "qrp_updates_sent",
+        "queries_sent",
+        "role",
+        "sent_table",
+        "sent_table_at",
+        "supported_vendor_messages",
+        "up_qrp",
+        "vendor_messages",
+        "vendor_messages_enabled",
+        "withheld",
+    )
+
+    def __init__(self, peer_id: int, role: str, *, vendor_messages: bool, up_qrp: bool) -> None:
+        self.id = peer_id
+        self.role = role
+        self.hops_flow = NO_HOPS_FLOW
+        self.qrp: QrpReceiver | None = None
+        #: Whether the peer said it speaks vendor messages (Vendor-Message header).
+        self.vendor_messages_enabled = vendor_messages
+        #: Whether it exchanges route tables between ultrapeers (X-Ultrapeer-Query-Routing).
+        self.up_qrp = up_qrp
+        self.messages_supported_sent = False
+        self.supported_vendor_messages: tuple[str, ...] | None = None
+        #: Vendor messages received, by label ("BEAR/4v1 Hops Flow": n).
+        self.vendor_messages: dict[str, int] = {}
+        #: Queries not sent to this peer, by reason ("hops-flow", "qrp-miss").
+        self.withheld: dict[str, int] = {}
+        self.queries_sent = 0
+        #: The merged table last sent to this ultrapeer ('0'/'1' slots) and when.
+        self.sent_table: str | None = None
+        self.sent_table_at = float("-inf")
+        self.qrp_updates_sent = 0
+
+    @property
+    def leaf(self) -> bool:
+        return self.role == LEAF
+
+    @property
+    def table(self) -> QrpTable | None:
+        return self.qrp.table if self.qrp is not None else None
+
+    def withhold(self, reason: str) -> None:
+        self.withheld[reason] = self.withheld.get(reason, 0) + 1
+
+    def snapshot(self) -> dict[str, object]:
+        table = self.table
+        receiver = self.qrp
+        return {
+            "role": self.role,
+            "hops_flow": None if self.hops_flow >= NO_HOPS_FLOW else self.hops_flow,
+            "qrp_table": (
+                {
+                    "slots": table.slots,
+                    "set": table.set_count,
+                    "fill": round(table.fill_ratio, 4),
+                    "tables_installed": receiver.tables_installed if receiver else 0,
+                }
+                if table is not None
+                else None
+            ),
+            "qrp_messages": (receiver.resets + receiver.patches) if receiver else 0,
+            "queries_sent": self.queries_sent,
+            "queries_withheld": dict(self.withheld),
+            "vendor_messages": dict(self.vendor_messages),
+            "supported_vendor_messages": (
+                list(self.supported_vendor_messages)
+                if self.supported_vendor_messages is not None
+                else None
+            ),
+            "qrp_updates_sent": self.qrp_updates_sent,
+        }
+
+
 class Router:
-    """The routing state of one router: route tables, pong cache and per-peer ping budgets.
+    """The routing state of one router: route tables, pong cache, per-peer ping
+    budgets, and what each neighbour is (role, QRP table, Hops-Flow).
+
+    Queries flood to ultrapeer (and legacy) neighbours per TTL and reach a
+    leaf only when its QRP table says it may match (or, until it has one,
+    per `RoutingRules.flood_tableless_leaves`).  The common case stays one
+    list comprehension: peers that need no per-query check sit in `_flooded`,
+    the others in `_checked`.
 
     Not thread-safe: the router stage serialises calls when it runs on several threads.
     """
@@ -215,8 +344,15 @@ class Router:
         self.push_routes = RouteTable(rules.route_ttl, rules.route_table_max)
         self.pong_cache = PongCache(rules.pong_cache_size)
         self._peers: set[int] = set()
+        self._info: dict[int, PeerRouting] = {}
+        #: Get every query with TTL left, unchecked.
+        self._flooded: set[int] = set()
+        #: Need a look per query: leaves with tables, Hops-Flow, ultrapeers with tables.
+        self._checked: dict[int, PeerRouting] = {}
         self._ping_budgets: dict[int, TokenBucket] = {}
         self._last_ping_forward = float("-inf")
+        self._merged: str | None = None  # union of the leaves' tables, for our ultrapeers
+        self.qrp_errors = 0
 
     # -- neighbours ------------------------------------------------------
 
@@ -224,14 +360,60 @@ class Router:
     def peers(self) -> frozenset[int]:
         return frozenset(self._peers)
 
-    def peer_joined(self, peer_id: int) -> None:
+    def peer_info(self, peer_id: int) -> PeerRouting | None:
+        return self._info.get(peer_id)
+
+    def peer_joined(
+        self,
+        peer_id: int,
+        role: str = ULTRAPEER,
+        *,
+        vendor_messages: bool = False,
+        up_qrp: bool = False,
+    ) -> list[Message]:
+        """Record a new neighbour; returns what to send it first (our Messages Supported)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        info = PeerRouting(peer_id, role, vendor_messages=vendor_messages, up_qrp=up_qrp)
         self._peers.add(peer_id)
+        self._info[peer_id] = info
+        self._classify(info)
+        if role == LEAF:
+            self._merged = None
+        greeting = []
+        if vendor_messages:
+            info.messages_supported_sent = True
+            greeting.append(self.messages_supported())
+        return greeting
 
     def peer_left(self, peer_id: int) -> None:
         # Routes through the departed peer stay until they age out; a lookup
         # that lands on them is dropped as "route-gone", which is what it is.
         self._peers.discard(peer_id)
         self._ping_budgets.pop(peer_id, None)
+        info = self._info.pop(peer_id, None)
+        self._flooded.discard(peer_id)
+        self._checked.pop(peer_id, None)
+        if info is not None and info.leaf:
+            self._merged = None
+
+    def _classify(self, info: PeerRouting) -> None:
+        """Put a neighbour where per-query routing will find it."""
+        peer_id = info.id
+        self._flooded.discard(peer_id)
+        self._checked.pop(peer_id, None)
+        if peer_id not in self._peers:
+            return
+        limited = info.hops_flow < NO_HOPS_FLOW
+        if info.leaf:
+            if info.table is not None or limited:
+                self._checked[peer_id] = info
+            elif self.rules.flood_tableless_leaves:
+                self._flooded.add(peer_id)
+        elif limited or info.table is not None:
+            self._checked[peer_id] = info
+        else:
+            self._flooded.add(peer_id)
 
     def apply_rules(self, rules: RoutingRules) -> None:
         self.rules = rules
@@ -239,6 +421,15 @@ class Router:
             table.max_age = rules.route_ttl
             table.max_entries = rules.route_table_max
         self.pong_cache.size = rules.pong_cache_size
+        for info in self._info.values():
+            self._classify(info)
+        self._merged = None
+
+    def counts(self) -> dict[str, int]:
+        found = dict.fromkeys(ROLES, 0)
+        for info in self._info.values():
+            found[info.role] += 1
+        return found
 
     # -- housekeeping ----------------------------------------------------
 
@@ -252,6 +443,59 @@ class Router:
         self.seen.add_if_new((message.guid, PING), LOCAL, self._clock())
         return message
 
+    def messages_supported(self) -> Message:
+        return MessagesSupported(SUPPORTED_VENDOR_MESSAGES).message()
+
+    def merged_table(self) -> str:
+        """What our leaves may answer, as a table of 2**UP_TABLE_BITS slots.
+
+        A leaf that gets every query (no table yet, `flood_tableless_leaves`)
+        makes it a full table: last-hop queries must reach it too.
+        """
+        if self._merged is None:
+            slots = 1 << UP_TABLE_BITS
+            leaves = [info for info in self._info.values() if info.leaf]
+            if self.rules.flood_tableless_leaves and any(i.table is None for i in leaves):
+                self._merged = "1" * slots
+            else:
+                tables = [i.table for i in leaves if i.table is not None]
+                self._merged = merge_tables(tables, UP_TABLE_BITS) if tables else "0" * slots
+        return self._merged
+
+    def qrp_updates(self, now: float | None = None) -> list[tuple[Message, list[int]]]:
+        """Route-table updates due to ultrapeer neighbours that exchange them.
+
+        A neighbour gets our merged table as soon as it is up, then a patch
+        when it changed, at most every `qrp_update_interval` seconds
+        (gtk-gnutella settled on 5 minutes: inter-ultrapeer QRP traffic is
+        not worth more).
+        """
+        now = self._clock() if now is None else now
+        sends: list[tuple[Message, list[int]]] = []
+        due = [
+            info
+            for info in self._info.values()
+            if info.up_qrp
+            and not info.leaf
+            and (
+                info.sent_table is None
+                or now - info.sent_table_at >= self.rules.qrp_update_interval
+            )
+        ]
+        if not due:
+            return sends
+        merged = self.merged_table()
+        for info in due:
+            bodies = build_update(info.sent_table, merged)
+            info.sent_table_at = now
+            if not bodies:
+                continue
+            info.sent_table = merged
+            info.qrp_updates_sent += 1
+            for body in bodies:
+                sends.append((Message.from_body(new_guid(), 1, 0, body), [info.id]))
+        return sends
+
     # -- routing ---------------------------------------------------------
 
     def route(self, source: int, message: Message, body: object = None) -> Decision:
@@ -262,7 +506,7 @@ class Router:
         """
         kind = message.type
         if kind == QUERY:
-            return self._flood(source, message, QUERY)
+            return self._route_query(source, message)
         if kind == QUERY_HIT:
             return self._route_query_hit(source, message, body)
         if kind == PONG:
@@ -274,11 +518,11 @@ class Router:
         if kind == BYE:
             return Decision("closed-by-peer")
         if kind == QRP:
-            return Decision("consumed", "hop-by-hop")
+            return self._route_qrp(source, message, body)
         if kind in (VENDOR, VENDOR_STANDARD):
             if message.hops != 0 or message.ttl != 1:
                 return _drop("vendor-not-hop-by-hop")
-            return Decision("consumed", "hop-by-hop")
+            return self._route_vendor(source, message, body)
         return _drop("unknown-type")
 
     def _next_ttl(self, message: Message) -> tuple[int, int]:
@@ -302,6 +546,138 @@ class Router:
         if not targets:
             return Decision("consumed", "no-other-peers")
         return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
+
+    def _route_query(self, source: int, message: Message) -> Decision:
+        now = self._clock()
+        if not self.seen.add_if_new((message.guid, QUERY), source, now):
+            return _drop("duplicate")
+        if message.ttl == 0:
+            return _drop("ttl-expired")
+        ttl, hops = self._next_ttl(message)
+        targets = [peer for peer in self._flooded if peer != source] if ttl > 0 else []
+        leaves: list[int] = []
+        if self._checked:
+            self._checked_targets(source, message, ttl, hops, targets, leaves)
+        if not targets and not leaves:
+            if ttl <= 0:
+                return _drop("ttl-expired")
+            return Decision("consumed", "no-other-peers")
+        if ttl > 0:
+            relayed = message.forwarded(ttl, hops)
+            if leaves:
+                targets.extend(leaves)
+            return Decision("forwarded", sends=[(relayed, targets)])
+        # Expired here, but a leaf is part of this node: it still gets the
+        # query, with TTL 1 since no message may travel with TTL 0 (as
+        # gtk-gnutella's qrt_route_query does).
+        return Decision("forwarded", "to-leaves", sends=[(message.forwarded(1, hops), leaves)])
+
+    def _checked_targets(
+        self,
+        source: int,
+        message: Message,
+        ttl: int,
+        hops: int,
+        targets: list[int],
+        leaves: list[int],
+    ) -> None:
+        """Add the neighbours that need a look (QRP tables, Hops-Flow) and pass it."""
+        keys: QueryKeys | None = None
+        flood_tableless = self.rules.flood_tableless_leaves
+        for peer_id, info in self._checked.items():
+            if peer_id == source:
+                continue
+            if info.leaf:
+                if hops >= info.hops_flow:
+                    info.withhold("hops-flow")
+                    continue
+                table = info.table
+                if table is None:
+                    if flood_tableless and ttl > 0:
+                        targets.append(peer_id)
+                    continue
+                if keys is None:
+                    keys = QueryKeys.from_payload(message.payload)
+                if table.matches(keys):
+                    leaves.append(peer_id)
+                    info.queries_sent += 1
+                else:
+                    info.withhold("qrp-miss")
+                continue
+            if ttl <= 0:
+                continue
+            if hops >= info.hops_flow:
+                info.withhold("hops-flow")
+                continue
+            table = info.table
+            if ttl == 1 and table is not None:
+                # Last hop: the neighbour will only hand it to its leaves.
+                if keys is None:
+                    keys = QueryKeys.from_payload(message.payload)
+                if not table.matches(keys):
+                    info.withhold("qrp-miss")
+                    continue
+            targets.append(peer_id)
+
+    def _route_qrp(self, source: int, message: Message, body: object) -> Decision:
+        info = self._info.get(source)
+        if info is None:
+            return _drop("peer-unknown")
+        if not isinstance(body, RouteTableReset | RouteTablePatch):
+            try:
+                body = decode_qrp(message.payload)
+            except ProtocolError as error:
+                decision = _drop("qrp-invalid")
+                decision.close = (QRP_BYE_CODE, str(error))
+                return decision
+        assert isinstance(body, RouteTableReset | RouteTablePatch)
+        if info.qrp is None:
+            info.qrp = QrpReceiver()
+        try:
+            installed = info.qrp.handle(body)
+        except QrpError as error:
+            self.qrp_errors += 1
+            decision = _drop("qrp-invalid")
+            decision.close = (QRP_BYE_CODE, str(error))
+            return decision
+        if not installed:
+            return Decision("consumed", "qrp-reset" if isinstance(body, RouteTableReset) else "qrp")
+        self._classify(info)
+        if info.leaf:
+            self._merged = None
+        return Decision("consumed", "qrp-table")
+
+    def _route_vendor(self, source: int, message: Message, body: object) -> Decision:
+        info = self._info.get(source)
+        if info is None:
+            return _drop("peer-unknown")
+        vendor_message = body if isinstance(body, VendorMessage) else message.body()
+        if not isinstance(vendor_message, VendorMessage):
+            return _drop("vendor-malformed")
+        key = (vendor_message.vendor, vendor_message.selector, vendor_message.version)
+        label = vendor_label(*key)
+        info.vendor_messages[label] = info.vendor_messages.get(label, 0) + 1
+        if key[:2] == MESSAGES_SUPPORTED[:2]:
+            try:
+                supported = MessagesSupported.decode(vendor_message.data)
+            except ProtocolError:
+                return _drop("vendor-malformed")
+            info.supported_vendor_messages = tuple(vendor_label(*item) for item in supported.items)
+            if info.messages_supported_sent:
+                return Decision("consumed", "messages-supported")
+            # They speak vendor messages without having said so: answer once.
+            info.messages_supported_sent = True
+            return Decision("answered", sends=[(self.messages_supported(), [source])])
+        if key[:2] == HOPS_FLOW[:2]:
+            try:
+                hops = decode_hops_flow(vendor_message.data)
+            except ProtocolError:
+                return _drop("vendor-malformed")
+            info.hops_flow = hops
+            self._classify(info)
+            return Decision("consumed", "hops-flow")
+        # Unknown to us: ignored, never forwarded, and no reason to close the link.
+        return Decision("consumed", "vendor-ignored")
 
     def _route_ping(self, source: int, message: Message) -> Decision:
         rules = self.rules

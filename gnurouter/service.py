@@ -15,11 +15,12 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, task
 
+from gnurouter.bootstrap import GWebCacheBootstrap
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import RouterConfig
 from gnurouter.control import ControlAPI, Parameter
-from gnurouter.events import ClosePeer, ConnectFailed, Tick
+from gnurouter.events import ClosePeer, ConnectFailed, HostsLearned, Tick
 from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages
 from gnurouter.handshaking import HandshakePolicy
 from gnurouter.hostcache import HostCache
@@ -66,6 +67,8 @@ def routing_rules(config: RouterConfig) -> RoutingRules:
         pongs_per_ping=config.pongs_per_ping,
         ping_rate_per_peer=config.ping_rate_per_peer,
         ping_burst_per_peer=config.ping_burst_per_peer,
+        flood_tableless_leaves=config.flood_tableless_leaves,
+        qrp_update_interval=config.qrp_update_interval,
     )
 
 
@@ -94,6 +97,12 @@ class RouterService(service.Service):
         self.flow = InputFlowControl([], config.reader_pause_length)
         self.policy = HandshakePolicy(config, self.peers, self.hosts, self.listening_address)
         self.conditioning = Conditioning(config)
+        self.bootstrap = GWebCacheBootstrap(
+            list(config.bootstrap),
+            reactor=reactor,
+            enabled=config.bootstrap_enabled,
+            deliver=self._bootstrap_hosts,
+        )
         context = RouterContext(
             config=config,
             peers=self.peers,
@@ -105,6 +114,7 @@ class RouterService(service.Service):
             connect=self.connect,
             own_addresses=self._own_addresses,
             conditioning=self.conditioning,
+            bootstrap=self.bootstrap,
         )
         self.stages: dict[str, Stage] = build_stages(
             context, self.executor, on_handler_error=self._handler_failed
@@ -132,6 +142,18 @@ class RouterService(service.Service):
 
     def _make_connection(self, role: Role) -> PeerConnection:
         return PeerConnection(role, payload_limits=self.config.payload_limits)
+
+    def _bootstrap_hosts(self, hosts: list[tuple[str, int]]) -> None:
+        self.stages["catcher"].enqueue_housekeeping(HostsLearned(hosts, source="gwebcache"))
+
+    def save_hosts(self) -> None:
+        """Write the host cache to the hosts file (periodically and on stop)."""
+        if not self.config.hosts_file:
+            return
+        try:
+            self.hosts.save(self.config.hosts_file)
+        except OSError as error:
+            log.warning("could not save hosts file %s: %s", self.config.hosts_file, error)
 
     def _own_pong(self) -> Pong:
         host, port = self.listening_address()
@@ -179,13 +201,22 @@ class RouterService(service.Service):
                 control_port, control_site(self), interface=control_host
             )
         if self.config.hosts_file:
-            self.hosts.load(self.config.hosts_file)
+            # Our own file does not exist before the first save; that is no error.
+            self.hosts.load(self.config.hosts_file, missing_ok=True)
         for address in self.config.peers:
-            self.hosts.add(address, pinned=True)
+            self.hosts.add(address, pinned=True, source="peer-option")
+        if self.policy.degree < 16 and self.config.ultrapeer:
+            log.warning(
+                "X-Degree is %d (max_ultrapeers/max_peers): leaves such as LimeWire refuse "
+                "ultrapeers with fewer than 15 ultrapeer slots",
+                self.policy.degree,
+            )
         self._every(self.config.route_cleanup_interval, self._tick, "router", "routes")
         self._every(self.config.keepalive_interval, self._tick, "router", "keepalive", now=False)
         self._every(2.0, self._tick, "catcher", "catch")
         self._every(1.0, self.sample_metrics)
+        if self.config.hosts_file:
+            self._every(self.config.hosts_save_interval, self.save_hosts, now=False)
         if self.config.record:
             from gnurouter.traces.record import recorder_for
 
@@ -250,6 +281,7 @@ class RouterService(service.Service):
             if call.active():
                 call.cancel()
         self._controller_calls.clear()
+        self.bootstrap.stop()
         if self._port is not None:
             yield self._port.stopListening()
         if self._control_port is not None:
@@ -278,11 +310,7 @@ class RouterService(service.Service):
         if self.recorder is not None:
             self.recorder.close()
         self.packet_log.close()
-        if self.config.hosts_file:
-            try:
-                self.hosts.save(self.config.hosts_file)
-            except OSError as error:
-                log.warning("could not save hosts file %s: %s", self.config.hosts_file, error)
+        self.save_hosts()
         self.executor.stop()
         self._port = None
 

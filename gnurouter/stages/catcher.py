@@ -1,19 +1,33 @@
-"""Catcher stage: keeps the router at its target number of neighbours.
+"""Catcher stage: keeps the router at its target number of ultrapeer neighbours.
 
-It learns addresses (pongs, X-Try-Ultrapeers, the hosts file, --peer) into
-the host cache and, on every tick, opens connections to the best candidates
-until enough outgoing links are up or being set up.  Unlike the original,
-which only reacted once it had fallen to two peers, it tops up continuously.
+It learns addresses (pongs, X-Try-Ultrapeers, handshakes, the hosts file,
+--peer, GWebCaches) into the host cache and, on every tick, opens
+connections to the best candidates until `target_peers` ultrapeer links
+(either direction, plus outgoing ones still shaking hands) are up, within
+the free ultrapeer slots.  A lost link is replaced on the next tick.  When
+the cache has fewer ready hosts than it needs, it asks the GWebCache
+bootstrap (which decides whether etiquette lets it ask now).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gnurouter.events import ConnectFailed, HostsLearned, Tick
 from gnurouter.hostcache import HostCache
-from gnurouter.peers import PeerTable
+from gnurouter.peers import PeerState, PeerTable
+from gnurouter.routing import LEAF
+
+
+@dataclass(slots=True)
+class HostConnected:
+    """A handshake succeeded: the host is alive (and we know its role)."""
+
+    address: tuple[str, int]
+    ultrapeer: bool
+    kind: str = "host-connected"
 
 
 class CatcherHandler:
@@ -26,34 +40,65 @@ class CatcherHandler:
         target_peers: int,
         max_peers: int,
         own_addresses: Callable[[], set[tuple[str, int]]],
+        max_ultrapeers: int | None = None,
+        bootstrap: Any = None,
     ) -> None:
         self.hosts = hosts
         self.peers = peers
         self.connect = connect
         self.target_peers = target_peers
         self.max_peers = max_peers
+        self.max_ultrapeers = max_ultrapeers if max_ultrapeers is not None else max_peers
         self.own_addresses = own_addresses
+        self.bootstrap = bootstrap  # a GWebCacheBootstrap, or None
         self.attempts = 0
+        #: Ticks that wanted more ultrapeers than the host cache could offer.
+        self.starved_ticks = 0
+        self.bootstrap_requests = 0
 
     def handle_events(self, batch: list[Any]) -> None:
         top_up = False
         for event in batch:
             if isinstance(event, HostsLearned):
-                self.hosts.add_many(event.hosts)
+                self.hosts.add_many(event.hosts, source=event.source)
             elif isinstance(event, ConnectFailed):
                 self.hosts.failed(event.address)
+            elif isinstance(event, HostConnected):
+                self.hosts.succeeded(event.address, ultrapeer=event.ultrapeer)
             elif isinstance(event, Tick):
                 top_up = True
         if top_up:
             self._top_up()
 
+    def ultrapeer_links(self) -> tuple[int, int]:
+        """(ultrapeer links up or being set up by us, all live links)."""
+        ultrapeers = total = 0
+        for peer in self.peers:
+            if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+                continue
+            total += 1
+            if peer.role is None:
+                if peer.outgoing:
+                    ultrapeers += 1  # we only connect out to find ultrapeers
+            elif peer.role != LEAF:
+                ultrapeers += 1
+        return ultrapeers, total
+
     def _top_up(self) -> None:
-        outgoing = self.peers.count(outgoing=True)
-        total = self.peers.count()
-        wanted = min(self.target_peers - outgoing, self.max_peers - total)
+        ultrapeers, total = self.ultrapeer_links()
+        wanted = min(
+            self.target_peers - ultrapeers,
+            self.max_ultrapeers - ultrapeers,
+            self.max_peers - total,
+        )
         if wanted <= 0:
             return
         exclude = self.peers.addresses() | self.own_addresses()
-        for address in self.hosts.candidates(exclude, wanted):
+        candidates = self.hosts.candidates(exclude, wanted)
+        for address in candidates:
             self.attempts += 1
             self.connect(address)
+        if len(candidates) < wanted:
+            self.starved_ticks += 1
+            if self.bootstrap is not None and self.bootstrap.wanted():
+                self.bootstrap_requests += 1

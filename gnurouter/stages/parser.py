@@ -24,7 +24,7 @@ from gnurouter.events import (
     SendRaw,
     StreamChunk,
 )
-from gnurouter.handshaking import HandshakePolicy, parse_try_hosts
+from gnurouter.handshaking import HandshakePolicy, parse_try_hosts, peer_features, peer_role
 from gnurouter.peers import Peer, PeerState, PeerTable
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.handshake import (
@@ -32,9 +32,12 @@ from gnurouter.protocol.handshake import (
     ConnectResponse,
     HandshakeComplete,
     HandshakeRefused,
+    Headers,
 )
 from gnurouter.protocol.messages import Body, Message, MessageType
+from gnurouter.routing import LEAF, ULTRAPEER
 from gnurouter.seda.stage import Sink, Stage
+from gnurouter.stages.catcher import HostConnected
 
 log = logging.getLogger(__name__)
 
@@ -186,42 +189,71 @@ class ParserHandler:
         self._note_peer_headers(peer, request.headers)
         verdict = self.policy.respond(peer, request)
         if verdict.accepted:
+            peer.role = verdict.role
             data = peer.connection.accept(verdict.headers)
             self.connection.enqueue_housekeeping(SendRaw(peer, data))
             if peer.connection.established:
                 # 0.4 has no third step: the handshake is over with our reply.
                 self._joined(peer)
         else:
-            data = peer.connection.refuse(verdict.status, verdict.reason, verdict.headers)
-            peer.state = PeerState.CLOSING
-            peer.close_reason = f"refused: {verdict.status} {verdict.reason}"
-            self.connection.enqueue_housekeeping(SendRaw(peer, data, close_after=True))
+            self._refuse(peer, verdict.status, verdict.reason, verdict.headers)
+
+    def _refuse(self, peer: Peer, status: int, reason: str, headers: Headers) -> None:
+        data = peer.connection.refuse(status, reason, headers)
+        peer.state = PeerState.CLOSING
+        peer.close_reason = f"refused: {status} {reason}"
+        peer.counters.drop(f"refused-{status}")
+        self.connection.enqueue_housekeeping(SendRaw(peer, data, close_after=True))
 
     def _response(self, peer: Peer, response: ConnectResponse) -> None:
         self._note_peer_headers(peer, response.headers)
         if response.status != 200 or peer.connection.established:
             return  # a refusal also arrives as HandshakeRefused; the final 200 as Complete
-        data = peer.connection.confirm(self.policy.confirm_headers(response.headers))
+        verdict = self.policy.confirm(peer, response.headers)
+        if not verdict.accepted:
+            self._refuse(peer, verdict.status, verdict.reason, verdict.headers)
+            return
+        peer.role = verdict.role
+        data = peer.connection.confirm(verdict.headers)
         self.connection.enqueue_housekeeping(SendRaw(peer, data))
         if peer.connection.established:
             self._joined(peer)
 
     def _established(self, peer: Peer, complete: HandshakeComplete) -> None:
         self._note_peer_headers(peer, complete.their_headers)
-        if not peer.established:
-            self._joined(peer)
+        if peer.established:
+            return
+        # Their final 200 may change what they said first (X-Ultrapeer: False
+        # after leaf guidance): the role is what both blocks say together.
+        role = peer_role(complete.their_headers) if complete.version != "0.4" else peer.role
+        if role != peer.role:
+            refusal = self.policy.admit(peer, role or ULTRAPEER)
+            if refusal is not None:
+                peer.counters.drop(f"refused-{refusal.status}")
+                self._close(peer, refusal.status, refusal.reason)
+                return
+            peer.role = role
+        self._joined(peer)
 
     def _joined(self, peer: Peer) -> None:
         peer.state = PeerState.ESTABLISHED
+        result = peer.connection.handshake.result
+        if result is not None:
+            peer.features = peer_features(result.their_headers)
+        if peer.role is None:
+            peer.role = peer_role(result.their_headers if result is not None else Headers())
+        # A live host; its listening address is worth keeping (and trying) if
+        # it is an ultrapeer, and the address we reached is, whatever it is.
+        address = peer.address if peer.outgoing else peer.listen_address
+        if address is not None and (peer.outgoing or peer.role != LEAF):
+            self.catcher.enqueue_housekeeping(HostConnected(address, peer.role != LEAF))
         self.router.enqueue_housekeeping(PeerJoined(peer))
         self.peers.announce(peer)
         log.info("peer %s established (%s)", peer.label, peer.user_agent or "no User-Agent")
 
     def _refused(self, peer: Peer, refused: HandshakeRefused) -> None:
-        hosts = parse_try_hosts(refused.headers.get("X-Try-Ultrapeers"))
-        if hosts:
-            self.catcher.enqueue_housekeeping(HostsLearned(hosts, source="x-try-ultrapeers"))
         if not refused.by_us:
+            self._learn_try_headers(refused.headers)
             peer.close_reason = f"refused by peer: {refused.status} {refused.reason}"
             peer.state = PeerState.CLOSING
             self.connection.enqueue_housekeeping(SendRaw(peer, b"", close_after=True))
@@ -233,6 +265,12 @@ class ParserHandler:
         listen = parse_try_hosts(headers.get("Listen-IP") or headers.get("X-My-Address"), 1)
         if listen:
             peer.listen_address = listen[0]
-        hosts = parse_try_hosts(headers.get("X-Try-Ultrapeers"))
-        if hosts:
-            self.catcher.enqueue_housekeeping(HostsLearned(hosts, source="x-try-ultrapeers"))
+        self._learn_try_headers(headers)
+
+    def _learn_try_headers(self, headers: Any) -> None:
+        ultrapeers = parse_try_hosts(headers.get("X-Try-Ultrapeers"))
+        if ultrapeers:
+            self.catcher.enqueue_housekeeping(HostsLearned(ultrapeers, source="x-try-ultrapeers"))
+        others = parse_try_hosts(headers.get("X-Try"))  # the pre-ultrapeer header
+        if others:
+            self.catcher.enqueue_housekeeping(HostsLearned(others, source="x-try"))

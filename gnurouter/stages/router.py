@@ -23,9 +23,9 @@ from gnurouter.events import (
     Tick,
 )
 from gnurouter.packetlog import LogEntry, PacketLog
-from gnurouter.peers import PeerState, PeerTable
-from gnurouter.protocol.messages import MessageType
-from gnurouter.routing import Decision, Router
+from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.protocol.messages import Message, MessageType
+from gnurouter.routing import ULTRAPEER, Decision, Router
 from gnurouter.seda.stage import Sink, Stage
 
 QUERY = MessageType.QUERY
@@ -75,13 +75,12 @@ class RouterHandler:
                 self._route_run(run, sends, log)
                 run = []
             if isinstance(event, PeerJoined):
-                with self._lock:
-                    self.router.peer_joined(event.peer.id)
+                self._joined(event.peer, sends)
             elif isinstance(event, PeerLeft):
                 with self._lock:
                     self.router.peer_left(event.peer.id)
             elif isinstance(event, Tick):
-                self._tick(event.name)
+                self._tick(event.name, sends)
         if run:
             self._route_run(run, sends, log)
         if sends:
@@ -148,20 +147,48 @@ class RouterHandler:
             self.catcher.enqueue(HostsLearned(decision.learned_hosts))
         if decision.action == "closed-by-peer":
             self.connection.enqueue_housekeeping(ClosePeer(peer, 0, "bye received"))
+        elif decision.close is not None:
+            code, reason = decision.close
+            self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
         for observer in self.observers:
             observer(event, decision)
 
-    def _tick(self, name: str) -> None:
+    def _joined(self, peer: Peer, sends: list[SendMessage]) -> None:
+        with self._lock:
+            greeting = self.router.peer_joined(
+                peer.id,
+                peer.role or ULTRAPEER,
+                vendor_messages="vendor-messages" in peer.features,
+                up_qrp="up-qrp" in peer.features,
+            )
+        for message in greeting:
+            sends.append(SendMessage([peer], message))
+
+    def _send_decided(
+        self, decided: list[tuple[Message, list[int]]], sends: list[SendMessage]
+    ) -> None:
+        get_peer = self.peers.get
+        for message, target_ids in decided:
+            targets = [p for p in map(get_peer, target_ids) if p is not None and p.established]
+            if targets:
+                sends.append(SendMessage(targets, message))
+
+    def _tick(self, name: str, sends: list[SendMessage]) -> None:
         if name == "routes":
             with self._lock:
                 self.router.expire()
+                updates = self.router.qrp_updates()
+            self._send_decided(updates, sends)
             self._close_stalled_handshakes()
         elif name == "keepalive":
             now = time.monotonic()
             for peer in self.peers.established():
                 if now - peer.last_heard > self.idle_timeout:
+                    peer.counters.drop("idle-timeout")
                     self.connection.enqueue_housekeeping(
-                        ClosePeer(peer, 405, f"silent for {now - peer.last_heard:.0f}s")
+                        ClosePeer(
+                            peer, 405, f"Activity timeout: silent for {now - peer.last_heard:.0f}s"
+                        )
                     )
                     continue
                 with self._lock:

@@ -40,9 +40,49 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         default=s,
         help="a servent to stay connected to (repeatable)",
     )
-    add("--max-peers", type=int, default=s, help="most neighbours at once (32)")
-    add("--target-peers", type=int, default=s, help="outgoing neighbours the catcher keeps up (8)")
-    add("--hosts-file", default=s, metavar="FILE", help="HOST:PORT per line; saved on exit")
+    add("--max-peers", type=int, default=s, help="most neighbours at once, any role (62)")
+    add(
+        "--max-ultrapeers",
+        type=int,
+        default=s,
+        help="ultrapeer (and old-style) neighbours; also the X-Degree we advertise (32)",
+    )
+    add("--max-leaves", type=int, default=s, help="leaf neighbours (30)")
+    add(
+        "--target-peers",
+        type=int,
+        default=s,
+        help="ultrapeer links the catcher keeps up, connecting out as needed (8)",
+    )
+    add(
+        "--refuse-legacy-peers",
+        dest="accept_legacy_peers",
+        action="store_false",
+        default=s,
+        help="refuse servents that send no X-Ultrapeer header (accepted as ultrapeers by default)",
+    )
+    add(
+        "--hosts-file",
+        default=s,
+        metavar="FILE",
+        help="host cache file (HOST:PORT [key=value...] per line): loaded at start, "
+        "saved every --hosts-save-interval and on exit",
+    )
+    add("--hosts-save-interval", default=s, metavar="DURATION", help="host cache saves (5m)")
+    add(
+        "--bootstrap",
+        metavar="URL",
+        action="append",
+        default=s,
+        help="a GWebCache to ask for hosts when the host cache runs dry (repeatable)",
+    )
+    add(
+        "--no-bootstrap",
+        dest="bootstrap_enabled",
+        action="store_false",
+        default=s,
+        help="never ask GWebCaches (no HTTP request at all): for closed networks",
+    )
     add("--user-agent", default=s, help="User-Agent header value")
     add(
         "--no-deflate", dest="deflate", action="store_false", default=s, help="refuse deflate links"
@@ -102,6 +142,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="queue length that adds a thread (100)",
     )
     add("--governor-max-threads", type=int, default=s, help="most router threads (10)")
+    add("--governor-min-threads", type=int, default=s, help="fewest router threads (2)")
     add("--codel-target", default=s, metavar="DURATION", help="CoDel target sojourn time (5ms)")
     add("--codel-interval", default=s, metavar="DURATION", help="CoDel interval (100ms)")
     add(

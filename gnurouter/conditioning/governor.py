@@ -123,6 +123,10 @@ class ThreadGovernor:
         return max(self.min_threads, min(self.max_threads, wanted))
 
     def _decide(self, now: float, length: int, threads: int) -> int:
+        if not self.stage.blocking:
+            # A stage that never blocks runs on the event loop: more Python
+            # threads would only contend for the GIL.
+            return 0
         if threads < self.min_threads:
             return self.min_threads - threads
         if threads > self.max_threads:

@@ -79,10 +79,13 @@ class Conditioning:
             self.router_stage,
             interval=config.governor_interval,
             add_threshold=config.governor_add_threshold,
-            min_threads=config.router_threads,
+            min_threads=max(config.governor_min_threads, config.router_threads),
             max_threads=max(config.governor_max_threads, config.router_threads),
         )
         self.governor.enabled = "governor" in self._policies
+        stage = self.router_stage
+        if self.governor.enabled and stage.blocking and stage.threads < self.governor.min_threads:
+            stage.threads = self.governor.min_threads
         self.response_time = ResponseTimeController(
             self.router_stage, self.query_filter, target=config.response_target
         )

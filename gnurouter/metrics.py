@@ -129,7 +129,10 @@ def snapshot(service: RouterService) -> dict[str, Any]:
         for reason, kinds in stage["drops"].items():
             drops_by_reason[reason] = drops_by_reason.get(reason, 0) + sum(kinds.values())
     peers = []
+    routing_info = routing.peer_info
     for peer in service.peers:
+        info = routing_info(peer.id)
+        live = info.snapshot() if info is not None else {"role": peer.role}
         peers.append(
             {
                 "id": peer.id,
@@ -154,6 +157,7 @@ def snapshot(service: RouterService) -> dict[str, Any]:
                 "deflate_in": peer.connection.deflate_in,
                 "deflate_out": peer.connection.deflate_out,
                 "drops": dict(peer.counters.drops),
+                **live,
             }
         )
     host, port = service.listening_address()
@@ -178,6 +182,17 @@ def snapshot(service: RouterService) -> dict[str, Any]:
             "routes_evicted": routing.seen.evicted + routing.push_routes.evicted,
             "pong_cache": len(routing.pong_cache),
             "host_cache": len(service.hosts),
+            "hosts_learned": dict(service.hosts.learned),
+            "roles": routing.counts(),
+            "slots": {
+                role: {"taken": taken, "limit": limit}
+                for role, (taken, limit) in service.policy.slots().items()
+            },
+            "x_degree": service.policy.degree,
+            "refused": dict(service.policy.refused),
+            "leaf_guidance_declined": service.policy.leaf_guidance_declined,
+            "qrp_errors": routing.qrp_errors,
+            "bootstrap": service.bootstrap.snapshot(),
             "paused_links": service.flow.paused_links,
             "packet_log_lines": service.packet_log.lines_written,
         },

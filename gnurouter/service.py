@@ -410,14 +410,73 @@ class RouterService(service.Service):
                 "int",
                 lambda: catcher_handler.target_peers,
                 lambda value: setattr(catcher_handler, "target_peers", value),
-                "outgoing connections the catcher keeps up",
+                "ultrapeer links the catcher keeps up (connecting out as needed)",
                 low=0,
                 high=10_000,
             )
         )
+        control_params.extend(self._live_network_parameters(catcher_handler))
         for parameter in control_params:
             self.control.register(parameter)
         self.conditioning.register(self.control)
+
+    def _live_network_parameters(self, catcher: CatcherHandler) -> list[Parameter]:
+        """Slot limits, QRP and bootstrap switches (see gnurouter/handshaking.py)."""
+        policy = self.policy
+
+        def set_max_ultrapeers(value: int) -> None:
+            policy.max_ultrapeers = value
+            catcher.max_ultrapeers = value
+
+        def set_max_peers(value: int) -> None:
+            policy.max_peers = value
+            catcher.max_peers = value
+
+        return [
+            Parameter(
+                "peers.max_peers",
+                "int",
+                lambda: policy.max_peers,
+                set_max_peers,
+                "most neighbours of any role (new links are refused with 503 beyond it)",
+                low=1,
+                high=10_000,
+            ),
+            Parameter(
+                "peers.max_ultrapeers",
+                "int",
+                lambda: policy.max_ultrapeers,
+                set_max_ultrapeers,
+                "ultrapeer (and old-style) slots; the X-Degree new handshakes advertise",
+                low=0,
+                high=10_000,
+            ),
+            attribute_parameter(
+                "peers.max_leaves", "int", policy, "max_leaves", "leaf slots", low=0, high=10_000
+            ),
+            attribute_parameter(
+                "peers.accept_legacy",
+                "bool",
+                policy,
+                "accept_legacy",
+                "accept servents that send no X-Ultrapeer header (as ultrapeers)",
+            ),
+            Parameter(
+                "router.flood_tableless_leaves",
+                "bool",
+                lambda: self.routing.rules.flood_tableless_leaves,
+                lambda value: self._set_rule("flood_tableless_leaves", value),
+                "a leaf without a QRP table yet gets every query (else none until it sends one)",
+            ),
+            self._rule_parameter("qrp_update_interval", "duration", 1.0, 86_400.0),
+            attribute_parameter(
+                "bootstrap.enabled",
+                "bool",
+                self.bootstrap,
+                "enabled",
+                "ask GWebCaches for hosts when the host cache runs dry",
+            ),
+        ]
 
     def _rule_parameter(self, field_name: str, kind: str, low: float, high: float) -> Parameter:
         return Parameter(

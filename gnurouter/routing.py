@@ -554,19 +554,23 @@ class Router:
         if message.ttl == 0:
             return _drop("ttl-expired")
         ttl, hops = self._next_ttl(message)
+        if not self._checked:  # the common case: nobody needs a look
+            if ttl <= 0:
+                return _drop("ttl-expired")
+            targets = [peer for peer in self._flooded if peer != source]
+            if not targets:
+                return Decision("consumed", "no-other-peers")
+            return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
         targets = [peer for peer in self._flooded if peer != source] if ttl > 0 else []
         leaves: list[int] = []
-        if self._checked:
-            self._checked_targets(source, message, ttl, hops, targets, leaves)
+        self._checked_targets(source, message, ttl, hops, targets, leaves)
         if not targets and not leaves:
             if ttl <= 0:
                 return _drop("ttl-expired")
             return Decision("consumed", "no-other-peers")
         if ttl > 0:
-            relayed = message.forwarded(ttl, hops)
-            if leaves:
-                targets.extend(leaves)
-            return Decision("forwarded", sends=[(relayed, targets)])
+            targets.extend(leaves)
+            return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
         # Expired here, but a leaf is part of this node: it still gets the
         # query, with TTL 1 since no message may travel with TTL 0 (as
         # gtk-gnutella's qrt_route_query does).

@@ -61,6 +61,8 @@ class CatcherHandler:
         for event in batch:
             if isinstance(event, HostsLearned):
                 self.hosts.add_many(event.hosts, source=event.source)
+                # Asked for because we were short: use them now, not next tick.
+                top_up = top_up or event.source == "gwebcache"
             elif isinstance(event, ConnectFailed):
                 self.hosts.failed(event.address)
             elif isinstance(event, HostConnected):

@@ -25,8 +25,10 @@ from gnurouter.service import RouterService
 from tests.conftest import wait_for
 
 # -- header sets -------------------------------------------------------------
-# As gtk-gnutella 1.2 and LimeWire 5.5 send them (order and values from
-# captures of those servents; Remote-IP/Listen-IP adjusted for loopback).
+# Shaped like what gtk-gnutella 1.2 and LimeWire 5.5 send: the header names
+# and values their sources write (gtk-gnutella nodes.c, LimeWire's
+# HeaderNames/LeafHeaders/UltrapeerHeaders), addresses set for loopback.
+# Reconstructed from source, not captured from the wire.
 
 LIMEWIRE_LEAF = (
     ("User-Agent", "LimeWire/5.5.16"),

@@ -189,6 +189,7 @@ def run_point(policy: str, rate: int, settings: Settings, duration: float) -> di
                         "query_queue": stage["classes"]["query"]["queue_length"]
                         + stage["classes"]["fifo"]["queue_length"],
                         "threads": stage["threads"],
+                        "busy_threads": metrics["conditioning"]["governor"]["busy_threads"],
                         "rss_mb": round(memory, 1),
                     }
                 )
@@ -468,14 +469,18 @@ def write_markdown(
 def settle_governor(settings: Settings) -> dict[str, Any]:
     rate = 1000
     point = run_point("priority,governor", rate, settings, settings.settle_seconds)
-    governor = (point.get("conditioning") or {}).get("governor", {})
+    samples = point["samples"]
+    # The governor's own busy-thread measurement over the second half of the
+    # run, when it has settled (it samples every 2 s, so the values repeat).
+    settled = [s["busy_threads"] for s in samples[len(samples) // 2 :]]
+    busy = sorted(settled)[len(settled) // 2] if settled else None
     return {
         "rate": rate,
         "query_share": settings.query_share,
         "littles_n": rate * settings.query_share * 0.020,
-        "final_threads": point["samples"][-1]["threads"] if point["samples"] else None,
-        "busy_threads": governor.get("busy_threads"),
-        "samples": point["samples"],
+        "final_threads": samples[-1]["threads"] if samples else None,
+        "busy_threads": busy,
+        "samples": samples,
     }
 
 
@@ -558,9 +563,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"gnurouter: error: {error}", file=sys.stderr)
         return 2
-    duration = args.duration if args.duration else (3.0 if args.quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 6.0)
-    settle = args.settle if args.settle is not None else (0.0 if args.quick else 40.0)
+    duration = args.duration if args.duration else (3.0 if args.quick else 4.0)
+    warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
+    settle = args.settle if args.settle is not None else (0.0 if args.quick else 25.0)
     settings = Settings(
         rates=rates,
         policies=policies,

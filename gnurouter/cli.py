@@ -142,7 +142,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="queue length that adds a thread (100)",
     )
     add("--governor-max-threads", type=int, default=s, help="most router threads (10)")
-    add("--governor-min-threads", type=int, default=s, help="fewest router threads (2)")
+    add("--governor-min-threads", type=int, default=s, help="fewest router threads (3)")
     add("--codel-target", default=s, metavar="DURATION", help="CoDel target sojourn time (5ms)")
     add("--codel-interval", default=s, metavar="DURATION", help="CoDel interval (100ms)")
     add(

@@ -39,6 +39,8 @@ class ThreadGovernor:
         retire_utilisation: float = 0.9,
         add_when_saturated: bool = True,
         size_by_demand: bool = True,
+        size_for_bursts: bool = False,
+        burst_memory: int = 5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stage = stage
@@ -57,6 +59,9 @@ class ThreadGovernor:
         self.service_time = 0.0
         self.demand = 0.0
         self.size_by_demand = size_by_demand
+        self.size_for_bursts = size_for_bursts
+        #: Peak simultaneous demand for pool threads, per recent interval.
+        self.peaks: deque[int] = deque(maxlen=burst_memory)
         self._last_sample = clock()
         self._last_change = float("-inf")
         self._quiet_since: float | None = None
@@ -90,6 +95,7 @@ class ThreadGovernor:
         self._last_busy = busy
         self._last_events = events
         self._last_offered = offered
+        self.peaks.append(stage.take_peak_worker_demand())
         self._last_sample = now
         length = stage.queue_length
         threads = stage.threads
@@ -116,10 +122,13 @@ class ThreadGovernor:
 
     @property
     def wanted_threads(self) -> int:
-        """Threads that keep the measured demand at most `retire_utilisation` busy."""
-        if not self.demand:
-            return self.min_threads
-        wanted = math.ceil(self.demand / self.retire_utilisation - 1e-9)
+        """Threads for the measured load: enough to keep its mean demand at most
+        `retire_utilisation` busy, and enough for the largest burst of the last
+        few intervals to find a thread each (a blocking stage's idle threads
+        only sleep, while a burst that queues behind blocked threads waits)."""
+        by_demand = math.ceil(self.demand / self.retire_utilisation - 1e-9) if self.demand else 0
+        by_bursts = max(self.peaks, default=0) if self.size_for_bursts else 0
+        wanted = max(by_demand, by_bursts)
         return max(self.min_threads, min(self.max_threads, wanted))
 
     def _decide(self, now: float, length: int, threads: int) -> int:
@@ -143,7 +152,9 @@ class ThreadGovernor:
             and self.busy_threads >= self.retire_utilisation * threads
             and length >= max(1, self.add_threshold // 10)
         )
-        if length >= self.add_threshold or saturated or (wanted > threads and length > 0):
+        recent_burst = self.peaks[-1] if self.peaks else 0
+        wants_more = wanted > threads and (length > 0 or recent_burst > threads)
+        if length >= self.add_threshold or saturated or wants_more:
             self._quiet_since = None
             if threads < self.max_threads and settled:
                 step = max(1, wanted - threads)
@@ -174,6 +185,7 @@ class ThreadGovernor:
             "busy_threads": round(self.busy_threads, 3),
             "demand_threads": round(self.demand, 3),
             "wanted_threads": self.wanted_threads,
+            "burst_peaks": list(self.peaks),
             "added": self.added,
             "retired": self.retired,
             "history": [list(entry) for entry in list(self.history)[-60:]],

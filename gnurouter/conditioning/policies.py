@@ -275,6 +275,13 @@ class Conditioning:
             "jump to the threads Little's law says the offered load needs",
         )
         attr(
+            "conditioning.governor.size_for_bursts",
+            "bool",
+            governor,
+            "size_for_bursts",
+            "keep a thread for each event of the largest recent burst",
+        )
+        attr(
             "conditioning.governor.retire_after",
             "duration",
             governor,

@@ -161,6 +161,7 @@ class Stage:
         self.class_offered = dict.fromkeys(self.classes, 0)
         self.service_time = LatencyHistogram()
         self.peak_queue_length = 0
+        self.peak_worker_demand = 0
         self.idle_since = clock()
 
     # -- state -------------------------------------------------------------
@@ -259,8 +260,21 @@ class Stage:
             length = sum(len(queue) for queue in queues.values())
             if length > self.peak_queue_length:
                 self.peak_queue_length = length
+            if self.blocking:
+                # Events that want a pool thread right now: what a burst asks of the pool.
+                wanting = self._active + sum(
+                    len(queue) for name, queue in queues.items() if name not in self.express
+                )
+                if wanting > self.peak_worker_demand:
+                    self.peak_worker_demand = wanting
         self._wake()
         return refused
+
+    def take_peak_worker_demand(self) -> int:
+        """The most events that wanted a pool thread at once since the last call."""
+        with self._lock:
+            peak, self.peak_worker_demand = self.peak_worker_demand, 0
+            return peak
 
     def enqueue_housekeeping(self, event: Any) -> None:
         with self._lock:
@@ -321,19 +335,25 @@ class Stage:
             schedule_loop = loop_work and not self._scheduled_on_loop
             if schedule_loop:
                 self._scheduled_on_loop = True
-            spawn_worker = False
+            spawn_workers = 0
             if not on_loop and self._active < self._threads:
-                worker_classes = [
-                    c for c in self.classes if not express_lane or c not in self.express
-                ]
-                if any(self._queues[c] for c in worker_classes) or (
-                    not express_lane and self._housekeeping
-                ):
-                    self._active += 1
-                    spawn_worker = True
+                waiting = sum(
+                    len(self._queues[c])
+                    for c in self.classes
+                    if not express_lane or c not in self.express
+                )
+                if not express_lane:
+                    waiting += len(self._housekeeping)
+                # One worker per waiting event, up to the budget: a blocking
+                # worker takes one event at a time, so two queries arriving
+                # together need two workers or the second waits a whole delay.
+                per_worker = 1 if self.blocking else self.batch_size
+                wanted = -(-waiting // per_worker)
+                spawn_workers = max(0, min(self._threads - self._active, wanted))
+                self._active += spawn_workers
         if schedule_loop:
             self._executor.call_soon(self._drain_on_loop)
-        if spawn_worker:
+        for _ in range(spawn_workers):
             self._executor.call_in_thread(self._drain_on_worker)
 
     def _take_batch(self, *, loop: bool) -> list[tuple[float, Any]]:

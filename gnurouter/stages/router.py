@@ -60,8 +60,6 @@ class RouterHandler:
         # Called with (event, decision) after every routing decision, on the
         # router stage's thread: tests await them, recorders tap them.
         self.observers: list[Callable[[MessageArrived, Decision], None]] = []
-        self.routed = 0
-        self.dropped: dict[str, int] = {}
 
     def handle_events(self, batch: list[Any]) -> None:
         sends: list[SendMessage] = []
@@ -109,13 +107,8 @@ class RouterHandler:
             self._apply(event, decision, sends, log)
 
     def _decide(self, event: MessageArrived) -> Decision:
-        decision = self.router.route(event.peer.id, event.message, event.body)
-        if decision.action == "dropped":
-            reason = decision.reason or "dropped"
-            self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        elif decision.sends:
-            self.routed += 1
-        return decision
+        # Drops are counted once, by the stage (`Stage.count_drop` in `_apply`).
+        return self.router.route(event.peer.id, event.message, event.body)
 
     def _apply(
         self,

@@ -1,34 +1,30 @@
 """The router's own bytes on the wire, as Wireshark's Gnutella dissector reads them.
 
 One router and two servents on loopback, with a real capture (tshark, on
-`lo`, filtered on the router's port) running from before the servents
-connect, so the pcap holds every TCP and Gnutella handshake. The servents
-send a query, a ping, a query hit and a push through the router; the pcap is
-then decoded with `tshark -d tcp.port==PORT,gnutella` and every Gnutella
-message the router sent is checked against what the servents received and
-what we know the router must have written (relayed TTL/hops, its own pong).
+`lo`, filtered on the router's port; `tests.traces.capture`) running from
+before the servents connect, so the pcap holds every TCP and Gnutella
+handshake. The servents send a query, a ping, a query hit and a push through
+the router; the pcap is then decoded with `tshark -d tcp.port==PORT,gnutella`
+and every Gnutella message the router sent is checked against what the
+servents received and what we know the router must have written (relayed
+TTL/hops, its own pong).
 
-Nothing here sleeps to synchronise: the capture start is awaited on tshark's
-"Capturing on" line and then on tshark reporting a UDP probe (see
-`capture_live`), the end of the traffic on the FIN segments tshark reports
-live, tshark's exit on the process ending, and messages on their arrival at
-the servents. Every wait has a timeout and tshark is killed in a `finally`.
+Nothing here sleeps to synchronise: the capture start is awaited on tshark
+reporting a UDP probe (see `start_capture`), the end of the traffic on the
+FIN segments tshark reports live, tshark's exit on the process ending, and
+messages on their arrival at the servents. Every wait has a timeout and
+tshark is killed in a `finally`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, error, protocol, reactor, task, utils
+from twisted.internet import reactor
 
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.messages import (
@@ -46,205 +42,19 @@ from gnurouter.protocol.messages import (
 )
 from gnurouter.servent import ServentProtocol, connect_servent
 from gnurouter.service import RouterService
-from tests.conftest import require
+from tests.conftest import require, wait_for
+from tests.traces.capture import (
+    Capture,
+    Decoded,
+    bounded,
+    decode_gnutella,
+    start_capture,
+    stop_capture,
+)
 
 pytestmark = [pytest.mark.external, pytest.mark.network]
 
 TIMEOUT = 15.0
-
-
-class Capture(protocol.ProcessProtocol):
-    """A live tshark capture writing a pcap and printing one line per packet.
-
-    `started` fires on tshark's "Capturing on" line, `ended` when the process
-    exits. Each stdout line is "tcp.srcport tcp.dstport tcp.flags.syn
-    tcp.flags.fin udp.dstport" (tab-separated, empty when absent); `wait_for`
-    turns a condition on those packets into a Deferred.
-    """
-
-    def __init__(self) -> None:
-        self.started: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[None] = defer.Deferred()
-        self.stderr = bytearray()
-        self.tcp: list[tuple[int, int, bool, bool]] = []
-        self.udp_ports: set[int] = set()
-        self._stdout = bytearray()
-        self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None]]] = []
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-        if not self.started.called and b"Capturing on" in self.stderr:
-            self.started.callback(None)
-
-    def outReceived(self, data: bytes) -> None:
-        self._stdout += data
-        *lines, rest = self._stdout.split(b"\n")
-        self._stdout = bytearray(rest)
-        for line in lines:
-            src, dst, syn, fin, udp = (line.decode().split("\t") + [""] * 5)[:5]
-            if src and dst:
-                self.tcp.append((int(src), int(dst), syn in ("1", "True"), fin in ("1", "True")))
-            if udp:
-                self.udp_ports.add(int(udp))
-        self._check()
-
-    def _check(self) -> None:
-        for waiter in list(self._waiters):
-            condition, waiting = waiter
-            if condition():
-                self._waiters.remove(waiter)
-                waiting.callback(None)
-
-    def wait_for(self, condition: Callable[[], bool]) -> defer.Deferred[None]:
-        waiting: defer.Deferred[None] = defer.Deferred()
-        if condition():
-            waiting.callback(None)
-        else:
-            self._waiters.append((condition, waiting))
-            waiting.addTimeout(TIMEOUT, reactor)
-        return waiting
-
-    def processEnded(self, reason: Any) -> None:
-        if not self.started.called:
-            stderr = self.stderr.decode(errors="replace")
-            self.started.errback(RuntimeError(f"tshark exited before capturing: {stderr}"))
-        for _, waiting in self._waiters:
-            waiting.errback(RuntimeError("tshark exited"))
-        self._waiters.clear()
-        self.ended.callback(None)
-
-
-def start_capture(port: int, probe_port: int, pcap: Path) -> tuple[Capture, Any]:
-    capture = Capture()
-    tshark = shutil.which("tshark")
-    assert tshark is not None
-    fields = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.fin", "udp.dstport"]
-    args = [
-        tshark, "-n", "-i", "lo", "-f", f"tcp port {port} or udp port {probe_port}",
-        "-w", str(pcap), "-P", "-l", "-T", "fields",
-        *(arg for name in fields for arg in ("-e", name)),
-    ]  # fmt: skip
-    process = reactor.spawnProcess(capture, tshark, args, env=dict(os.environ))
-    return capture, process
-
-
-async def capture_live(capture: Capture, probe: Any, probe_port: int) -> None:
-    """Return once the capture is really recording.
-
-    tshark prints "Capturing on" before its capture child has the interface
-    open, so that line alone is not enough: packets sent right after it can be
-    missed. A UDP datagram to our own probe socket, repeated until tshark
-    reports one, proves the capture sees the loopback traffic.
-    """
-    await bounded(capture.started)
-    send = task.LoopingCall(probe.write, b"probe", ("127.0.0.1", probe_port))
-    send.start(0.05)
-    try:
-        await capture.wait_for(lambda: probe_port in capture.udp_ports)
-    finally:
-        send.stop()
-
-
-async def bounded(waiting: defer.Deferred[Any]) -> Any:
-    waiting.addTimeout(TIMEOUT, reactor)
-    return await waiting
-
-
-def send_signal(process: Any, name: str) -> None:
-    with contextlib.suppress(error.ProcessExitedAlready):
-        process.signalProcess(name)
-
-
-async def stop_capture(capture: Capture, process: Any) -> None:
-    """SIGINT, which makes tshark flush and close the pcap, then wait for it to exit."""
-    if not capture.ended.called:
-        send_signal(process, "INT")
-    ended = capture.ended
-    await bounded(ended)
-
-
-def wait_for_peers(router: RouterService, count: int) -> defer.Deferred[None]:
-    """Fires once the router has `count` established peers."""
-    done: defer.Deferred[None] = defer.Deferred()
-
-    def check(_peer: object = None) -> None:
-        if not done.called and len(router.peers.established()) >= count:
-            router.peers.listeners.remove(check)
-            done.callback(None)
-
-    router.peers.listeners.append(check)
-    check()
-    if not done.called:
-        done.addTimeout(TIMEOUT, reactor)
-    return done
-
-
-# -- decoding ---------------------------------------------------------------------
-
-
-@dataclass
-class Decoded:
-    """One Gnutella message in the pcap, as tshark's dissector shows it."""
-
-    frame: int
-    src_port: int
-    dst_port: int
-    fields: dict[str, list[str]]
-
-    def one(self, name: str) -> str:
-        values = self.fields.get(name, [])
-        assert len(values) == 1, f"frame {self.frame}: {name} = {values}"
-        return values[0]
-
-    def number(self, name: str) -> int:
-        return int(self.one(name))
-
-    def raw(self, name: str) -> bytes:
-        return bytes.fromhex(self.one(name))
-
-    @property
-    def header(self) -> tuple[bytes, int, int, int, int]:
-        return (
-            self.raw("gnutella.header.id"),
-            self.number("gnutella.header.payload"),
-            self.number("gnutella.header.ttl"),
-            self.number("gnutella.header.hops"),
-            self.number("gnutella.header.size"),
-        )
-
-
-#: FT_BYTES fields, read from their raw "value" (hex); the rest from "show".
-_BYTES_FIELDS = ("gnutella.header.id", "gnutella.queryhit.servent_id", "gnutella.push.servent_id")
-
-
-async def decode_pcap(pcap: Path, port: int) -> list[Decoded]:
-    """Every Gnutella message (header dissected) in the pcap, in capture order."""
-    tshark = shutil.which("tshark")
-    assert tshark is not None
-    args = ["-n", "-r", str(pcap), "-d", f"tcp.port=={port},gnutella", "-T", "pdml"]
-    out, err, code = await bounded(
-        utils.getProcessOutputAndValue(tshark, args, env=dict(os.environ))
-    )
-    assert code == 0, err.decode(errors="replace")
-    decoded: list[Decoded] = []
-    for packet in ET.fromstring(out).iter("packet"):
-        frame = packet.find("proto[@name='frame']/field[@name='frame.number']")
-        src = packet.find("proto[@name='tcp']/field[@name='tcp.srcport']")
-        dst = packet.find("proto[@name='tcp']/field[@name='tcp.dstport']")
-        if frame is None or src is None or dst is None:
-            continue  # the UDP probes
-        # tcp_dissect_pdus gives every message its own <proto name="gnutella">.
-        for proto in packet.findall("proto[@name='gnutella']"):
-            fields: dict[str, list[str]] = {}
-            for field in proto.iter("field"):
-                name = field.get("name", "")
-                key = "value" if name in _BYTES_FIELDS else "show"
-                fields.setdefault(name, []).append(field.get(key, ""))
-            if "gnutella.header.id" not in fields:
-                continue  # a handshake segment, shown as "Upload / Download Stream"
-            ports = int(src.get("show", "")), int(dst.get("show", ""))
-            decoded.append(Decoded(int(frame.get("show", "")), *ports, fields))
-    return decoded
 
 
 def framed_after_handshake(wire: bytes | bytearray) -> list[Message]:
@@ -269,28 +79,22 @@ async def test_router_output_dissects_as_gnutella(start_router: Any, tmp_path: P
     router = start_router()
     host, port = router.listening_address()
     pcap = tmp_path / "router.pcap"
-    probe = reactor.listenUDP(0, protocol.DatagramProtocol(), interface="127.0.0.1")
-    probe_port = probe.getHost().port
-    capture, process = start_capture(port, probe_port, pcap)
+    capture, _ = await start_capture(port, pcap)
     try:
-        await capture_live(capture, probe, probe_port)
-        await run_traffic_and_check(router, host, port, capture, process, pcap)
+        await run_traffic_and_check(router, host, port, capture, pcap)
     finally:
-        await defer.maybeDeferred(probe.stopListening)
         if not capture.ended.called:
-            send_signal(process, "KILL")
-            ended = capture.ended
-            await bounded(ended)
+            await stop_capture(capture, kill=True)
 
 
 async def run_traffic_and_check(
-    router: RouterService, host: str, port: int, capture: Capture, process: Any, pcap: Path
+    router: RouterService, host: str, port: int, capture: Capture, pcap: Path
 ) -> None:
     s2_pong = Pong(port=6349, ip="10.1.2.3", files=42, kbytes=4242)
     s1 = await connect_servent(reactor, host, port)
     s2 = await connect_servent(reactor, host, port, answer_pings=s2_pong)
     assert not s1.deflate and not s2.deflate
-    await wait_for_peers(router, 2)
+    await wait_for(router, lambda: len(router.peers.established()) >= 2, TIMEOUT)
     servent_port: dict[ServentProtocol, int] = {
         servent: cast(Any, servent.transport).getHost().port for servent in (s1, s2)
     }
@@ -355,24 +159,23 @@ async def run_traffic_and_check(
     for servent in (s1, s2):
         servent.close()
     for servent in (s1, s2):
-        closed = servent.closed
-        await bounded(closed)
-    await capture.wait_for(lambda: sum(fin for *_, fin in capture.tcp) >= 4)
-    await stop_capture(capture, process)
+        await bounded(servent.closed)
+    await capture.wait_for(lambda: capture.fins >= 4)
+    await stop_capture(capture)
     # The pcap has both connections from their SYN on (so the Gnutella
     # handshakes too), which is what lets tshark frame the streams.
     assert {src for src, dst, syn, _ in capture.tcp if syn and dst == port} == set(
         servent_port.values()
     )
 
-    decoded = await decode_pcap(pcap, port)
-    from_router = [d for d in decoded if d.src_port == port]
+    decoded = await decode_gnutella(pcap, port)
+    from_router = [d for d in decoded if d.src[1] == port]
     assert from_router, "tshark dissected no Gnutella message from the router"
 
     # The dissector sees exactly the messages each servent framed from its bytes.
     for servent in (s1, s2):
         framed = framed_after_handshake(servent.wire_in)
-        on_wire = [d for d in from_router if d.dst_port == servent_port[servent]]
+        on_wire = [d for d in from_router if d.dst[1] == servent_port[servent]]
         assert [d.header for d in on_wire] == [header_of(m) for m in framed]
         assert framed == servent.received
     assert len(from_router) == len(s1.received) + len(s2.received)
@@ -381,7 +184,7 @@ async def run_traffic_and_check(
         return [
             d
             for d in from_router
-            if d.header[:2] == (guid, type_) and d.dst_port == servent_port[dst]
+            if d.header[:2] == (guid, type_) and d.dst[1] == servent_port[dst]
         ]
 
     # Query, relayed to s2.
@@ -427,7 +230,7 @@ async def run_traffic_and_check(
 
     # And the servents' side of the story, for the record: what they sent the
     # router is in the pcap too, unchanged.
-    to_router = [d.header for d in decoded if d.dst_port == port]
+    to_router = [d.header for d in decoded if d.dst[1] == port]
     for sent in (query, ping, hit, push):
         assert header_of(sent) in to_router
     assert (ping.guid, MessageType.PONG, 2, 0, len(s2_pong.encode())) in to_router

@@ -4,6 +4,11 @@ The capture is known to be recording once tshark reports a UDP probe we send
 (its "Capturing on" line comes before the capture child really has the
 interface open); the end of the traffic is known from the FIN segments tshark
 reports live.  Every wait is bounded.
+
+While it runs, tshark prints one line per packet ("tcp.srcport tcp.dstport
+tcp.flags.syn tcp.flags.fin udp.dstport"); `Capture.tcp` keeps the TCP
+segments' (source port, destination port, SYN, FIN) so a test can wait on
+them and check which connections the capture saw from their SYN on.
 """
 
 from __future__ import annotations
@@ -27,12 +32,27 @@ async def bounded(waiting: defer.Deferred[Any], timeout: float = TIMEOUT) -> Any
     return await waiting
 
 
+#: What tshark prints live for each packet (tab-separated, empty when absent).
+_LIVE_FIELDS = ("tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.fin", "udp.dstport")
+
+
+def _flag(value: str) -> bool:
+    return value in ("1", "True")
+
+
 class Capture(protocol.ProcessProtocol):
+    """A live tshark capture writing a pcap.
+
+    `started` fires on tshark's "Capturing on" line, `ended` when the process
+    exits; `wait_for` turns a condition on the packets seen so far (`tcp`,
+    `fins`, `udp_ports`) into a bounded Deferred.
+    """
+
     def __init__(self) -> None:
         self.started: defer.Deferred[None] = defer.Deferred()
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.stderr = bytearray()
-        self.fins = 0
+        self.tcp: list[tuple[int, int, bool, bool]] = []
         self.udp_ports: set[int] = set()
         self._stdout = bytearray()
         self._waiters: list[tuple[Callable[[], bool], defer.Deferred[None]]] = []
@@ -48,15 +68,20 @@ class Capture(protocol.ProcessProtocol):
         *lines, rest = self._stdout.split(b"\n")
         self._stdout = bytearray(rest)
         for line in lines:
-            fin, udp = ([*line.decode().split("\t"), "", ""])[:2]
-            if fin in ("1", "True"):
-                self.fins += 1
+            src, dst, syn, fin, udp = [*line.decode().split("\t"), *[""] * 5][:5]
+            if src and dst:
+                self.tcp.append((int(src), int(dst), _flag(syn), _flag(fin)))
             if udp:
                 self.udp_ports.add(int(udp))
         for waiter in list(self._waiters):
             if waiter[0]():
                 self._waiters.remove(waiter)
                 waiter[1].callback(None)
+
+    @property
+    def fins(self) -> int:
+        """FIN segments seen so far."""
+        return sum(fin for *_, fin in self.tcp)
 
     def wait_for(self, condition: Callable[[], bool]) -> defer.Deferred[None]:
         waiting: defer.Deferred[None] = defer.Deferred()
@@ -90,7 +115,8 @@ async def start_capture(port: int, pcap: Path) -> tuple[Capture, Any]:
     assert tshark is not None
     args = [
         tshark, "-n", "-i", "lo", "-f", f"tcp port {port} or udp port {probe_port}",
-        "-w", str(pcap), "-P", "-l", "-T", "fields", "-e", "tcp.flags.fin", "-e", "udp.dstport",
+        "-w", str(pcap), "-P", "-l", "-T", "fields",
+        *(arg for name in _LIVE_FIELDS for arg in ("-e", name)),
     ]  # fmt: skip
     capture.process = reactor.spawnProcess(capture, tshark, args, env=dict(os.environ))
     send = task.LoopingCall(probe.write, b"probe", ("127.0.0.1", probe_port))
@@ -130,17 +156,25 @@ class Decoded:
         assert len(values) == 1, f"frame {self.frame}: {name} = {values}"
         return values[0]
 
+    def number(self, name: str) -> int:
+        return int(self.one(name))
+
+    def raw(self, name: str) -> bytes:
+        """An FT_BYTES field (see `_BYTES_FIELDS`), from its hex value."""
+        return bytes.fromhex(self.one(name))
+
     @property
     def header(self) -> tuple[bytes, int, int, int, int]:
         return (
-            bytes.fromhex(self.one("gnutella.header.id")),
-            int(self.one("gnutella.header.payload")),
-            int(self.one("gnutella.header.ttl")),
-            int(self.one("gnutella.header.hops")),
-            int(self.one("gnutella.header.size")),
+            self.raw("gnutella.header.id"),
+            self.number("gnutella.header.payload"),
+            self.number("gnutella.header.ttl"),
+            self.number("gnutella.header.hops"),
+            self.number("gnutella.header.size"),
         )
 
 
+#: FT_BYTES fields, read from their raw "value" (hex); the rest from "show".
 _BYTES_FIELDS = ("gnutella.header.id", "gnutella.queryhit.servent_id", "gnutella.push.servent_id")
 
 

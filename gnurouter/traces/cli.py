@@ -105,8 +105,41 @@ def _speed(text: str) -> float | None:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+# -- options shared by several commands ------------------------------------------------
+#
+# Each is declared once here; a command that takes one adds it with its own help text
+# where the meaning differs (the file it reads, what --node defaults to, ...).
+
+
+def _trace_file_parent() -> argparse.ArgumentParser:
+    """Parent parser of the commands that read one trace (positional FILE)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("trace", metavar="FILE")
+    return parent
+
+
+def _add_json(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def _add_address(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: Any) -> None:
+    """A HOST:PORT option (`required=True` or a `default` in kwargs)."""
+    parser.add_argument(flag, type=_address, metavar="HOST:PORT", help=help, **kwargs)
+
+
+def _add_speed(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
+    """A replay's time scale: 1x (the default), 10x, ..., or max."""
+    parser.add_argument(flag, type=_speed, default=1.0, metavar=metavar, help=help)
+
+
+def _add_lead(parser: argparse.ArgumentParser, flag: str, name: str, help: str) -> None:
+    """How long before its trace time a replayed connection opens (200ms)."""
+    parser.add_argument(flag, type=_duration(name), default=0.2, help=help)
+
+
 def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add the `trace` command group to the top-level subparsers."""
+    trace_file = _trace_file_parent()
     trace = commands.add_parser(
         "trace",
         help="record, synthesise, inspect, replay and convert traces",
@@ -200,34 +233,27 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
 
     info = sub.add_parser(
         "info",
+        parents=[trace_file],
         help="print a trace's statistics",
         description="Read a trace in one streaming pass and print its header and statistics: "
         "rate and burstiness, message mix, malformed messages, connections.",
     )
-    info.add_argument("trace", metavar="FILE")
-    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_json(info, "print JSON instead of text")
 
     replay = sub.add_parser(
         "replay",
+        parents=[trace_file],
         help="replay a trace against a router",
         description="Open as many peer connections as the trace has (real 0.6 handshakes), "
         "send each IN message at its time scaled by --speed, count what comes back, and "
         "report the achieved rate, lateness against the schedule, and errors.",
     )
-    replay.add_argument("trace", metavar="FILE")
-    replay.add_argument(
-        "--target",
-        type=_address,
-        required=True,
-        metavar="HOST:PORT",
-        help="the router to replay against",
-    )
-    replay.add_argument(
+    _add_address(replay, "--target", "the router to replay against", required=True)
+    _add_speed(
+        replay,
         "--speed",
-        type=_speed,
-        default=1.0,
-        metavar="1x|10x|100x|max",
-        help="time scale (1x); max sends as fast as the links take it",
+        "1x|10x|100x|max",
+        "time scale (1x); max sends as fast as the links take it",
     )
     replay.add_argument(
         "--loop",
@@ -237,11 +263,11 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
         help="replay the trace N times in a row (0 = forever)",
     )
     replay.add_argument("--deflate", action="store_true", help="offer deflate on every link")
-    replay.add_argument(
+    _add_lead(
+        replay,
         "--lead",
-        type=_duration("lead"),
-        default=0.2,
-        help="open each connection this long (wall time) before its trace "
+        "lead",
+        "open each connection this long (wall time) before its trace "
         "time, so the handshake is done when its first message is due (200ms)",
     )
     replay.add_argument(
@@ -250,23 +276,22 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
         default=1000,
         help="refuse traces needing more simultaneous connections (1000)",
     )
-    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_json(replay, "print the report as JSON")
 
     export = sub.add_parser(
         "export-pcap",
+        parents=[trace_file],
         help="write a trace as a pcap/pcapng capture",
         description="Synthesise TCP segments (SYN, 0.6 handshake, messages, FIN) for every "
         "connection so that Wireshark/tshark dissect the capture as Gnutella "
         "(tshark -d tcp.port==PORT,gnutella).",
     )
-    export.add_argument("trace", metavar="FILE")
     export.add_argument("output", metavar="OUT.pcap|OUT.pcapng")
-    export.add_argument(
+    _add_address(
+        export,
         "--node",
-        type=_address,
+        "address of the recording node (10.0.0.1:6346)",
         default=("10.0.0.1", 6346),
-        metavar="HOST:PORT",
-        help="address of the recording node (10.0.0.1:6346)",
     )
     export.add_argument(
         "--format",
@@ -285,12 +310,11 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
     )
     imp.add_argument("pcap", metavar="CAPTURE")
     imp.add_argument("output", metavar="OUT.gtrace")
-    imp.add_argument(
+    _add_address(
+        imp,
         "--node",
-        type=_address,
+        "the recording node's address (default: each connection's acceptor)",
         default=None,
-        metavar="HOST:PORT",
-        help="the recording node's address (default: each connection's acceptor)",
     )
     imp.add_argument(
         "--port", type=int, default=None, help="only TCP streams with this port at either end"
@@ -507,21 +531,10 @@ def add_run_trace_options(run: argparse.ArgumentParser) -> None:
         help="feed the router from this trace: a replayer in the same process connects to "
         "the router over loopback (the catcher is off unless --target-peers is given)",
     )
-    run.add_argument(
-        "--replay-speed",
-        type=_speed,
-        default=1.0,
-        metavar="1x|10x|max",
-        help="time scale of --replay (1x)",
-    )
+    _add_speed(run, "--replay-speed", "1x|10x|max", "time scale of --replay (1x)")
     run.add_argument(
         "--replay-loop",
         action="store_true",
         help="replay the trace over and over until the router stops",
     )
-    run.add_argument(
-        "--replay-lead",
-        type=_duration("replay lead"),
-        default=0.2,
-        help=argparse.SUPPRESS,
-    )
+    _add_lead(run, "--replay-lead", "replay lead", argparse.SUPPRESS)

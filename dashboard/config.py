@@ -111,6 +111,17 @@ def duration(text: str, *, name: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def positive_int(text: str, *, name: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise SettingsError(f"{name}: must be at least 1, got {value}")
+    return value
+
+
 def env_list(value: str | None, default: list[str]) -> list[str]:
     if value is None:
         return default

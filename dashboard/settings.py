@@ -13,9 +13,13 @@ GNUROUTER_POLL_INTERVAL     seconds between metrics polls of one router (0.25)
 GNUROUTER_HISTORY_RAW       full-resolution history kept this long (1h)
 GNUROUTER_HISTORY_MEDIUM    10-second history kept this long (1d)
 GNUROUTER_HISTORY_RETENTION one-minute history kept this long (30d)
+GNUROUTER_LOGIN_FAILURE_LIMIT  failed sign-ins (per user name and client address) before
+                            that pair is locked out (5)
+GNUROUTER_LOGIN_COOLOFF     how long a lockout lasts (15m)
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from dashboard import config
@@ -40,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "dashboard",
 ]
 
@@ -52,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into AXES_LOCKOUT_CALLABLE's page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -98,6 +105,27 @@ if config.env_flag(os.environ.get("GNUROUTER_HTTPS")):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = 3600
 
+# Sign-in rate limit (django-axes, attempts kept in the database so every daphne worker
+# sees them): after GNUROUTER_LOGIN_FAILURE_LIMIT failures for one user name from one
+# client address, that pair is refused for GNUROUTER_LOGIN_COOLOFF, whatever the
+# password; the same user signing in from elsewhere is not affected.  A success resets
+# the count.  Unlock early with `manage.py axes_reset_username NAME` or in the admin.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair outright
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = config.positive_int(
+    os.environ.get("GNUROUTER_LOGIN_FAILURE_LIMIT", "5"), name="GNUROUTER_LOGIN_FAILURE_LIMIT"
+)
+AXES_COOLOFF_TIME = timedelta(
+    seconds=config.duration(
+        os.environ.get("GNUROUTER_LOGIN_COOLOFF", "15m"), name="GNUROUTER_LOGIN_COOLOFF"
+    )
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "dashboard.views.locked_out"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -131,5 +159,6 @@ LOGGING = {
     "loggers": {
         "dashboard": {"handlers": ["console"], "level": "INFO"},
         "django": {"handlers": ["console"], "level": "WARNING"},
+        "axes": {"handlers": ["console"], "level": "WARNING"},
     },
 }

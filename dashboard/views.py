@@ -9,6 +9,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
@@ -40,6 +41,32 @@ def viewer_required(view: Any) -> Any:
 
 def tuner_required(view: Any) -> Any:
     return login_required(permission_required(TUNE_PERMISSION, raise_exception=True)(view))
+
+
+def _span(delta: timedelta) -> str:
+    seconds = round(delta.total_seconds())
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def locked_out(request: HttpRequest, *_: Any) -> HttpResponse:
+    """django-axes' lockout answer (AXES_LOCKOUT_CALLABLE): the sign-in page, 429.
+
+    Called by axes' middleware with (request, response, credentials), or with fewer
+    arguments depending on its version and sync/async path, so the rest is ignored.
+    """
+    cooloff: timedelta = settings.AXES_COOLOFF_TIME
+    response = render(
+        request,
+        "registration/login.html",
+        {"locked_out": _span(cooloff), "next": request.POST.get("next", "")},
+        status=429,
+    )
+    response["Retry-After"] = str(round(cooloff.total_seconds()))
+    return response
 
 
 def _latest_samples(routers: list[Router]) -> dict[int, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -140,6 +141,43 @@ class RouterProcess:
 
     def value(self, name: str) -> Any:
         return self.parameters()[name]["value"]
+
+
+def dashboard_env(var: Path, **extra: str) -> dict[str, str]:
+    """This environment minus the dashboard's own settings: SQLite in `var`, in-memory layer."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("GNUROUTER_")
+    }
+    env.update(GNUROUTER_VAR=str(var), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def served_dashboard(env: dict[str, str], *args: str) -> Iterator[dict[str, Any]]:
+    """`manage.py serve` (real daphne) on a free port; yields its URL, the first run's
+    administrator password and its output."""
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = OutputWatch(server.stdout, "dashboard")
+    try:
+        password = output.wait_for(r"user 'admin', password '([^']+)'").group(1)
+        url = output.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)").group(1)
+        yield {"url": url, "password": password, "output": output}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture

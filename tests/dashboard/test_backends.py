@@ -48,7 +48,8 @@ def test_first_run_creates_one_administrator_and_shows_the_password_once(db: Any
     password = ensure_admin(out)
     assert password and password in out.getvalue()
     client = Client()
-    assert client.login(username="admin", password=password)
+    signed_in = client.post("/accounts/login/", {"username": "admin", "password": password})
+    assert signed_in.status_code == 302 and "_auth_user_id" in client.session
     again = io.StringIO()
     assert ensure_admin(again) is None and again.getvalue() == ""
 

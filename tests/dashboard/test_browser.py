@@ -4,7 +4,9 @@ An operator signs in with the administrator password printed on the first run,
 sees the router up on the overview, watches its queue lengths change live,
 lowers the router stage's threshold, and the router's actual value changes; the
 change shows in the live view within a second; an invalid value is refused with
-the allowed range.  Screenshots (laptop and phone) go to docs/screenshots/.
+the allowed range.  Screenshots (laptop and phone) are taken into the test's
+temporary directory; with GNUROUTER_UPDATE_SCREENSHOTS=1 they replace the
+README's, in docs/screenshots/.
 
 Debian's /usr/bin/chromium driven by Playwright (no browser download); required
 under CI=true.
@@ -25,10 +27,11 @@ import pytest
 
 from tests.dashboard.conftest import (
     ROOT,
-    OutputWatch,
     RouterProcess,
+    dashboard_env,
     free_port,
     require_chromium,
+    served_dashboard,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.network]
@@ -41,7 +44,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: The README's screenshots, rewritten only when this is set to 1.
+UPDATE_SCREENSHOTS = "GNUROUTER_UPDATE_SCREENSHOTS"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 #: The issue's promise: a change is visible in the live view within this.
 VISIBLE_WITHIN_MS = 1000
 
@@ -57,6 +62,14 @@ def manage(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the screenshots go: docs/screenshots/ if asked for, else a temporary directory."""
+    if os.environ.get(UPDATE_SCREENSHOTS) == "1":
+        return DOCS_SCREENSHOTS
+    return tmp_path / "screenshots"
 
 
 @pytest.fixture
@@ -110,38 +123,15 @@ def router(trace: Path, tmp_path: Path) -> Iterator[RouterProcess]:
 @pytest.fixture
 def dashboard(router: RouterProcess, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """`manage.py serve` (daphne + poller) on a free port, on a fresh SQLite database."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("GNUROUTER_")
-    }
-    env.update(GNUROUTER_VAR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
+    env = dashboard_env(tmp_path / "var")
     manage(env, "migrate", "--verbosity", "0")
     manage(dict(env, GNUROUTER_CONTROL_TOKEN=router.token), "add_router", "e2e", router.base_url)
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = OutputWatch(server.stdout, "dashboard")
-    try:
-        password = output.wait_for(r"user 'admin', password '([^']+)'").group(1)
-        url = output.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)").group(1)
-        yield {"url": url, "password": password, "output": output}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with served_dashboard(env) as served:
+        yield served
 
 
 def test_operator_watches_queues_and_retunes_a_router(
-    router: RouterProcess, dashboard: dict[str, Any]
+    router: RouterProcess, dashboard: dict[str, Any], screenshots: Path
 ) -> None:
     chromium = require_chromium()
     from playwright.sync_api import expect, sync_playwright
@@ -243,9 +233,9 @@ def test_operator_watches_queues_and_retunes_a_router(
             page.wait_for_function(
                 f"() => window.gnurouterLive.samples >= {start_count + 40}", timeout=30_000
             )
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            screenshots.mkdir(parents=True, exist_ok=True)
             page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=str(SCREENSHOTS / "dashboard.png"))
+            page.screenshot(path=str(screenshots / "dashboard.png"))
             phone = browser.new_page(
                 viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
             )
@@ -256,7 +246,7 @@ def test_operator_watches_queues_and_retunes_a_router(
             )
             # Readable on a phone: the page itself never scrolls sideways.
             assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-            phone.screenshot(path=str(SCREENSHOTS / "dashboard-phone.png"))
+            phone.screenshot(path=str(screenshots / "dashboard-phone.png"))
         finally:
             browser.close()
     assert not problems, problems

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.config import SettingsError, channel_layers, database_from_url, duration, secret_key
+from dashboard.config import (
+    SettingsError,
+    channel_layers,
+    database_from_url,
+    duration,
+    positive_int,
+    secret_key,
+)
 from tests.dashboard.conftest import ROOT
 
 
@@ -72,12 +79,21 @@ def test_durations() -> None:
         duration("soon", name="x")
 
 
+def test_positive_ints() -> None:
+    assert positive_int("5", name="x") == 5
+    for bad in ("0", "-1", "five", "2.5"):
+        with pytest.raises(SettingsError):
+            positive_int(bad, name="x")
+
+
 def _settings_in_a_fresh_process(tmp_path: Path, **env: str) -> dict:
     code = (
         "import json, django; from django.conf import settings; django.setup(); "
         "print(json.dumps({'debug': settings.DEBUG, 'hosts': settings.ALLOWED_HOSTS, "
         "'key': settings.SECRET_KEY, 'engine': settings.DATABASES['default']['ENGINE'], "
-        "'layer': settings.CHANNEL_LAYERS['default']['BACKEND']}))"
+        "'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], "
+        "'login_limit': settings.AXES_FAILURE_LIMIT, "
+        "'login_cooloff': settings.AXES_COOLOFF_TIME.total_seconds()}))"
     )
     clean = {
         k: v
@@ -114,3 +130,12 @@ def test_debug_is_off_and_hosts_are_loopback_unless_asked_for(tmp_path: Path) ->
     assert asked["engine"].endswith("postgresql")
     assert asked["layer"].endswith("RedisChannelLayer")
     assert asked["key"] == plain["key"]
+
+
+def test_sign_in_lockout_defaults_and_environment(tmp_path: Path) -> None:
+    plain = _settings_in_a_fresh_process(tmp_path)
+    assert (plain["login_limit"], plain["login_cooloff"]) == (5, 15 * 60)
+    asked = _settings_in_a_fresh_process(
+        tmp_path, GNUROUTER_LOGIN_FAILURE_LIMIT="3", GNUROUTER_LOGIN_COOLOFF="1h"
+    )
+    assert (asked["login_limit"], asked["login_cooloff"]) == (3, 3600)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gnurouter.protocol.errors import ProtocolError
@@ -214,14 +214,16 @@ class Decision:
         self,
         action: str,
         reason: str | None = None,
-        sends: list[tuple[Message, list[int]]] | None = None,
+        sends: list[tuple[Message, Sequence[int]]] | None = None,
     ) -> None:
         self.action = action
         self.reason = reason
-        #: Each message to send, with the ids of the peers it goes to.
-        self.sends: list[tuple[Message, list[int]]] = sends if sends is not None else []
+        #: Each message to send, with the ids of the peers it goes to.  A
+        #: flood's id tuple is shared by every decision with the same sender
+        #: (see `Router._flood_targets`): read it, never change it.
+        self.sends: list[tuple[Message, Sequence[int]]] = sends if sends is not None else []
         #: Addresses of servents this message told us about (pongs).
-        self.learned_hosts: list[tuple[str, int]] = []
+        self.learned_hosts: Sequence[tuple[str, int]] = ()
         #: (Bye code, reason) when the sender must be disconnected for it.
         self.close: tuple[int, str] | None = None
 
@@ -349,6 +351,9 @@ class Router:
         self._flooded: set[int] = set()
         #: Need a look per query: leaves with tables, Hops-Flow, ultrapeers with tables.
         self._checked: dict[int, PeerRouting] = {}
+        #: `_flooded` minus the sender, per sender: built once per change of
+        #: the neighbour set instead of once per query.
+        self._flood_targets: dict[int, tuple[int, ...]] = {}
         self._ping_budgets: dict[int, TokenBucket] = {}
         self._last_ping_forward = float("-inf")
         self._merged: str | None = None  # union of the leaves' tables, for our ultrapeers
@@ -392,6 +397,7 @@ class Router:
         self._peers.discard(peer_id)
         self._ping_budgets.pop(peer_id, None)
         info = self._info.pop(peer_id, None)
+        self._flood_targets.clear()
         self._flooded.discard(peer_id)
         self._checked.pop(peer_id, None)
         if info is not None and info.leaf:
@@ -400,6 +406,7 @@ class Router:
     def _classify(self, info: PeerRouting) -> None:
         """Put a neighbour where per-query routing will find it."""
         peer_id = info.id
+        self._flood_targets.clear()
         self._flooded.discard(peer_id)
         self._checked.pop(peer_id, None)
         if peer_id not in self._peers:
@@ -432,6 +439,10 @@ class Router:
         return found
 
     # -- housekeeping ----------------------------------------------------
+
+    def now(self) -> float:
+        """This router's clock, for callers that route a batch at one reading."""
+        return self._clock()
 
     def expire(self, now: float | None = None) -> int:
         now = self._clock() if now is None else now
@@ -498,15 +509,18 @@ class Router:
 
     # -- routing ---------------------------------------------------------
 
-    def route(self, source: int, message: Message, body: object = None) -> Decision:
+    def route(
+        self, source: int, message: Message, body: object = None, now: float | None = None
+    ) -> Decision:
         """Decide what happens to `message`, which arrived from peer `source`.
 
         `body` is the decoded payload when the caller already has it; the
-        router decodes only what it needs otherwise.
+        router decodes only what it needs otherwise.  `now` (this router's
+        clock) lets a caller routing a batch read the clock once.
         """
         kind = message.type
         if kind == QUERY:
-            return self._route_query(source, message)
+            return self._route_query(source, message, self._clock() if now is None else now)
         if kind == QUERY_HIT:
             return self._route_query_hit(source, message, body)
         if kind == PONG:
@@ -547,8 +561,7 @@ class Router:
             return Decision("consumed", "no-other-peers")
         return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
 
-    def _route_query(self, source: int, message: Message) -> Decision:
-        now = self._clock()
+    def _route_query(self, source: int, message: Message, now: float) -> Decision:
         if not self.seen.add_if_new((message.guid, QUERY), source, now):
             return _drop("duplicate")
         if message.ttl == 0:
@@ -557,10 +570,13 @@ class Router:
         if not self._checked:  # the common case: nobody needs a look
             if ttl <= 0:
                 return _drop("ttl-expired")
-            targets = [peer for peer in self._flooded if peer != source]
-            if not targets:
+            flood = self._flood_targets.get(source)
+            if flood is None:
+                flood = tuple(peer for peer in self._flooded if peer != source)
+                self._flood_targets[source] = flood
+            if not flood:
                 return Decision("consumed", "no-other-peers")
-            return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
+            return Decision("forwarded", sends=[(message.forwarded(ttl, hops), flood)])
         targets = [peer for peer in self._flooded if peer != source] if ttl > 0 else []
         leaves: list[int] = []
         self._checked_targets(source, message, ttl, hops, targets, leaves)
@@ -698,7 +714,8 @@ class Router:
             return _drop("ping-rate")
         reply_ttl = message.hops + 1
         to_source = [source]
-        replies = [(Message.from_body(message.guid, reply_ttl, 0, self._own_pong()), to_source)]
+        own = Message.from_body(message.guid, reply_ttl, 0, self._own_pong())
+        replies: list[tuple[Message, Sequence[int]]] = [(own, to_source)]
         is_keepalive = message.hops == 0 and message.ttl <= 1
         if not is_keepalive:
             for cached in self.pong_cache.fresh(
@@ -740,7 +757,7 @@ class Router:
         self.pong_cache.add(pong, message.hops + 1, source, now)
         decision = self._route_reply(source, message, PING)
         if pong.port and pong.ip != "0.0.0.0":
-            decision.learned_hosts.append((pong.ip, pong.port))
+            decision.learned_hosts = [(pong.ip, pong.port)]
         return decision
 
     def _route_query_hit(self, source: int, message: Message, body: object) -> Decision:

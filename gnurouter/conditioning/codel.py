@@ -88,6 +88,9 @@ class CoDelPolicy:
         #: The classes CoDel currently governs (a subset of `queues`).
         self.enabled_classes = enabled_classes
 
+    def governs(self, event_class: str) -> bool:
+        return event_class in self.enabled_classes
+
     def on_dequeue(
         self, stage: Stage, event_class: str, sojourn: float, now: float, event: Any
     ) -> str | None:

@@ -50,6 +50,10 @@ class QueryFilter:
         self._tokens = float(burst)
         self._refilled = clock()
 
+    @property
+    def active(self) -> bool:
+        return self.enabled or self.steered_rate is not None
+
     def admit(self, stage: Stage, event: Any) -> str | None:
         steered = self.steered_rate
         if (not self.enabled and steered is None) or stage.class_of(event) != QUERY:

@@ -25,6 +25,10 @@ class QueueThreshold:
         self.displace = displace
         self.enabled = True
 
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.limit is not None
+
     def admit(self, stage: Stage, event: Any) -> str | None:
         if not self.enabled or self.limit is None or stage.queue_length < self.limit:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hdrh.histogram import HdrHistogram
 
@@ -49,14 +49,22 @@ class LatencyHistogram:
             self._rotated_at = now
 
     def add(self, seconds: float) -> None:
-        micros = min(_HIGHEST_US, max(_LOWEST_US, int(seconds * 1_000_000)))
+        self.add_many((seconds,))
+
+    def add_many(self, samples: Sequence[float]) -> None:
+        """Record several durations under one lock and one clock reading."""
+        if not samples:
+            return
+        total = sum(samples)
         with self._lock:
             self._rotate_if_due(self._clock())
-            self._current.record_value(micros)
-            self._current_sum[0] += seconds
-            self._current_sum[1] += 1
-            self.count += 1
-            self.total += seconds
+            record = self._current.record_value
+            for seconds in samples:
+                record(min(_HIGHEST_US, max(_LOWEST_US, int(seconds * 1_000_000))))
+            self._current_sum[0] += total
+            self._current_sum[1] += len(samples)
+            self.count += len(samples)
+            self.total += total
 
     def _merged(self) -> tuple[HdrHistogram, float, float]:
         with self._lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gnurouter.events import (
@@ -93,22 +93,24 @@ class RouterHandler:
         self, run: list[MessageArrived], sends: list[SendMessage], log: list[LogEntry]
     ) -> None:
         """Route consecutive messages: under one lock, unless queries must block first."""
+        router = self.router
         if self.query_delay:
             for event in run:
                 if event.message.type == QUERY:
                     self._sleep(self.query_delay)
                 with self._lock:
-                    decision = self._decide(event)
-                self._apply(event, decision, sends, log)
+                    decision = router.route(event.peer.id, event.message, event.body)
+                self._apply(event, decision, sends, log, time.time(), {})
             return
+        route = router.route
         with self._lock:
-            decisions = [self._decide(event) for event in run]
+            now = router.now()
+            # Drops are counted once, by the stage (`Stage.count_drop` in `_apply`).
+            decisions = [route(event.peer.id, event.message, event.body, now) for event in run]
+        wall_clock = time.time()
+        resolved: dict[Sequence[int], list[Peer]] = {}
         for event, decision in zip(run, decisions, strict=True):
-            self._apply(event, decision, sends, log)
-
-    def _decide(self, event: MessageArrived) -> Decision:
-        # Drops are counted once, by the stage (`Stage.count_drop` in `_apply`).
-        return self.router.route(event.peer.id, event.message, event.body)
+            self._apply(event, decision, sends, log, wall_clock, resolved)
 
     def _apply(
         self,
@@ -116,28 +118,34 @@ class RouterHandler:
         decision: Decision,
         sends: list[SendMessage],
         log: list[LogEntry],
+        wall_clock: float,
+        resolved: dict[Sequence[int], list[Peer]],
     ) -> None:
+        """Turn a decision into sends, drop counts, a log entry and closes.
+
+        `resolved` maps the target id tuples routing shares between decisions
+        (a flood's neighbours) to live peers, once per batch.
+        """
         message = event.message
         peer = event.peer
-        if decision.dropped:
+        if decision.action == "dropped":
             reason = decision.reason or "dropped"
             peer.counters.drop(reason)
             if self.stage is not None:
                 self.stage.count_drop(reason, event)
         fanout = 0
-        get_peer = self.peers.get
         for outgoing, target_ids in decision.sends:
-            targets = []
-            for target_id in target_ids:
-                target = get_peer(target_id)
-                if target is not None and target.state == ESTABLISHED:
-                    targets.append(target)
+            targets = resolved.get(target_ids) if type(target_ids) is tuple else None
+            if targets is None:
+                targets = self._live_peers(target_ids)
+                if type(target_ids) is tuple:
+                    resolved[target_ids] = targets
             if targets:
                 sends.append(SendMessage(targets, outgoing))
                 fanout += len(targets)
-        log.append((time.time(), peer.label, message, decision.action, decision.reason, fanout))
+        log.append((wall_clock, peer.label, message, decision.action, decision.reason, fanout))
         if decision.learned_hosts:
-            self.catcher.enqueue(HostsLearned(decision.learned_hosts))
+            self.catcher.enqueue(HostsLearned(list(decision.learned_hosts)))
         if decision.action == "closed-by-peer":
             self.connection.enqueue_housekeeping(ClosePeer(peer, 0, "bye received"))
         elif decision.close is not None:
@@ -145,6 +153,15 @@ class RouterHandler:
             self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
         for observer in self.observers:
             observer(event, decision)
+
+    def _live_peers(self, target_ids: Sequence[int]) -> list[Peer]:
+        get_peer = self.peers.get
+        targets = []
+        for target_id in target_ids:
+            target = get_peer(target_id)
+            if target is not None and target.state == ESTABLISHED:
+                targets.append(target)
+        return targets
 
     def _joined(self, peer: Peer, sends: list[SendMessage]) -> None:
         with self._lock:
@@ -160,9 +177,8 @@ class RouterHandler:
     def _send_decided(
         self, decided: list[tuple[Message, list[int]]], sends: list[SendMessage]
     ) -> None:
-        get_peer = self.peers.get
         for message, target_ids in decided:
-            targets = [p for p in map(get_peer, target_ids) if p is not None and p.established]
+            targets = self._live_peers(target_ids)
             if targets:
                 sends.append(SendMessage(targets, message))
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gnurouter.gctuning import tune_for_serving
 from gnurouter.traces.format import TraceWriter
 from gnurouter.traces.replay import Replayer, ReplayOptions, format_report
 from gnurouter.traces.synth import SynthConfig, Synthesizer
@@ -144,8 +145,6 @@ def main() -> int:
 
 
 def replay(trace: Path, port: int, speed: float, timeout: float) -> Any:
-    import gc
-
     from twisted.internet import reactor as global_reactor
 
     reactor: Any = global_reactor
@@ -154,8 +153,7 @@ def replay(trace: Path, port: int, speed: float, timeout: float) -> Any:
     results: list[Any] = []
 
     def start() -> None:
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        tune_for_serving()
         done = replayer.run()
         done.addBoth(results.append)
         done.addBoth(lambda _: reactor.stop())

@@ -24,7 +24,6 @@ What comes back is counted per message type (headers only, no decoding).
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import struct
@@ -40,6 +39,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gnurouter.gctuning import tune_for_serving
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.deflate import Deflater
 from gnurouter.protocol.errors import ProtocolError
@@ -872,10 +872,8 @@ def run_replay(path: str, target: tuple[str, int], options: ReplayOptions) -> Re
     from twisted.internet import reactor as global_reactor
 
     reactor: Any = global_reactor
-    # As in `gnurouter run`: few cycles are built per message, and collecting
-    # generation 0 every 700 allocations shows up as lateness.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    # As in `gnurouter run`: GC walks show up as lateness.
+    tune_for_serving()
     result: list[ReplayReport] = []
     failure: list[Failure] = []
     replayer = Replayer(reactor, path, target, options)

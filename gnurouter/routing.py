@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.messages import (
@@ -72,18 +73,30 @@ QUERY = MessageType.QUERY
 QUERY_HIT = MessageType.QUERY_HIT
 
 
+def _seen_key(guid: bytes, kind: int) -> object:
+    """The route table key of a message: (GUID, type), or for a query its bare GUID.
+
+    Queries are most of the traffic, and a bare key saves building a tuple
+    for each; a tuple never equals a bytes object, so the two cannot collide.
+    """
+    return guid if kind == QUERY else (guid, kind)
+
+
 class RouteTable:
     """Key -> (peer id, time recorded), expiring entry by entry after `max_age` seconds.
 
-    Insertion order is time order, so expiry pops from the front and stops at
-    the first young entry: cleanup costs what it removes, not the table size.
-    `max_entries` bounds memory whatever the traffic; the oldest entry goes first.
+    A plain dict: insertion order is time order (a refreshed route moves to
+    the end), so expiry walks from the front and stops at the first young
+    entry, costing what it removes, not the table size.  `max_entries`
+    bounds memory whatever the traffic: past it the oldest entries go, a
+    sixty-fourth of the table at a time so that a table at its bound does not
+    pay a walk past freshly deleted slots on every insert.
     """
 
     def __init__(self, max_age: float, max_entries: int) -> None:
         self.max_age = max_age
         self.max_entries = max_entries
-        self._entries: OrderedDict[object, tuple[int, float]] = OrderedDict()
+        self._entries: dict[object, tuple[int, float]] = {}
         self.expired = 0
         self.evicted = 0
 
@@ -102,9 +115,11 @@ class RouteTable:
 
     def set(self, key: object, peer_id: int, now: float) -> None:
         """Record or refresh a route (push routes follow the latest query hit)."""
-        self._entries.pop(key, None)
-        self._entries[key] = (peer_id, now)
-        self._bound()
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = (peer_id, now)
+        if len(entries) > self.max_entries:
+            self._bound()
 
     def lookup(self, key: object, now: float) -> int | None:
         entry = self._entries.get(key)
@@ -114,21 +129,26 @@ class RouteTable:
 
     def expire(self, now: float) -> int:
         cutoff = now - self.max_age
-        removed = 0
         entries = self._entries
-        while entries:
-            key = next(iter(entries))
-            if entries[key][1] >= cutoff:
+        stale = []
+        for key, (_, recorded) in entries.items():
+            if recorded >= cutoff:
                 break
-            entries.popitem(last=False)
-            removed += 1
-        self.expired += removed
-        return removed
+            stale.append(key)
+        for key in stale:
+            del entries[key]
+        self.expired += len(stale)
+        return len(stale)
 
     def _bound(self) -> None:
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-            self.evicted += 1
+        entries = self._entries
+        excess = len(entries) - self.max_entries
+        if excess <= 0:
+            return
+        oldest = list(islice(entries, excess + self.max_entries // 64))
+        for key in oldest:
+            del entries[key]
+        self.evicted += len(oldest)
 
 
 @dataclass
@@ -549,7 +569,7 @@ class Router:
 
     def _flood(self, source: int, message: Message, kind: int) -> Decision:
         now = self._clock()
-        if not self.seen.add_if_new((message.guid, kind), source, now):
+        if not self.seen.add_if_new(_seen_key(message.guid, kind), source, now):
             return _drop("duplicate")
         if message.ttl == 0:
             return _drop("ttl-expired")
@@ -562,7 +582,7 @@ class Router:
         return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
 
     def _route_query(self, source: int, message: Message, now: float) -> Decision:
-        if not self.seen.add_if_new((message.guid, QUERY), source, now):
+        if not self.seen.add_if_new(message.guid, source, now):  # _seen_key(guid, QUERY)
             return _drop("duplicate")
         if message.ttl == 0:
             return _drop("ttl-expired")
@@ -735,7 +755,7 @@ class Router:
         return decision
 
     def _route_reply(self, source: int, message: Message, request_kind: int) -> Decision:
-        target = self.seen.lookup((message.guid, request_kind), self._clock())
+        target = self.seen.lookup(_seen_key(message.guid, request_kind), self._clock())
         if target is None:
             return _drop("no-route")
         if target == LOCAL:

@@ -27,11 +27,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol
 
 from gnurouter.seda.stats import LatencyHistogram
 
 DEFAULT_CLASS = "default"
+#: Events of each class's run in a batch recorded in the latency histograms
+#: (see `Stage._run_batch`).
+SAMPLES_PER_RUN = 2
 
 
 class EventHandler(Protocol):
@@ -107,6 +111,44 @@ class StageCounters:
     worker_events: int = 0
     housekeeping: int = 0
     handler_errors: int = 0
+
+
+class Batch:
+    """The events of one `handle_events` call, with the run each class contributed.
+
+    A run keeps its (enqueued at, event) pairs so the stage can record
+    queueing delay per class after the handler is done.
+    """
+
+    __slots__ = ("events", "runs")
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        #: (class, or None for housekeeping; its (enqueued at, event) pairs)
+        self.runs: list[tuple[str | None, list[tuple[float, Any]]]] = []
+
+    def take(self, event_class: str | None, queue: deque[tuple[float, Any]], room: int) -> int:
+        """Move up to `room` events from the front of `queue` into the batch."""
+        if room >= len(queue):
+            items = list(queue)
+            queue.clear()
+        else:
+            take = queue.popleft
+            items = [take() for _ in range(room)]
+        if items:
+            self.add(event_class, items)
+        return len(items)
+
+    def add(self, event_class: str | None, items: list[tuple[float, Any]]) -> None:
+        self.runs.append((event_class, items))
+        self.events += [event for _, event in items]
+
+    def extend(self, other: Batch) -> None:
+        self.runs += other.runs
+        self.events += other.events
+
+    def __len__(self) -> int:
+        return len(self.events)
 
 
 class Stage:
@@ -227,12 +269,14 @@ class Stage:
         admission = [controller for controller in self.admission if controller.active]
         classify = self.classify
         refused: list[Any] = []
-        admitted: list[tuple[str, Any]] = []
+        # Admitted events by class, in arrival order within each class.
+        admitted: dict[str, list[Any]] = {}
         if admission:
             pending = self._pending
             pending.by_class = {}
             try:
                 offered = self.class_offered
+                count = 0
                 for event in events:
                     event_class = classify(event) if classify is not None else DEFAULT_CLASS
                     offered[event_class] += 1
@@ -243,28 +287,40 @@ class Stage:
                             refused.append(event)
                             break
                     else:
-                        admitted.append((event_class, event))
+                        admitted.setdefault(event_class, []).append(event)
                         # Later events of this batch see the ones admitted before them.
-                        pending.count = len(admitted)
+                        count += 1
+                        pending.count = count
                         pending.by_class[event_class] = pending.by_class.get(event_class, 0) + 1
             finally:
                 pending.count = 0
                 pending.by_class = {}
         elif classify is not None:
-            admitted = [(classify(event), event) for event in events]
-            for event_class, _ in admitted:
-                self.class_offered[event_class] += 1
+            for event in events:
+                event_class = classify(event)
+                same_class = admitted.get(event_class)
+                if same_class is None:
+                    admitted[event_class] = [event]
+                else:
+                    same_class.append(event)
+            for event_class, same_class in admitted.items():
+                self.class_offered[event_class] += len(same_class)
         else:
-            admitted = [(DEFAULT_CLASS, event) for event in events]
-            self.class_offered[DEFAULT_CLASS] += len(admitted)
+            everything = list(events)
+            if everything:
+                admitted[DEFAULT_CLASS] = everything
+                self.class_offered[DEFAULT_CLASS] += len(everything)
         if not admitted:
             return refused
         now = self._clock()
+        stamped = repeat(now)
+        total = 0
         with self._lock:
             queues = self._queues
-            for event_class, event in admitted:
-                queues[event_class].append((now, event))
-            self.counters.enqueued += len(admitted)
+            for event_class, same_class in admitted.items():
+                queues[event_class].extend(zip(stamped, same_class, strict=False))
+                total += len(same_class)
+            self.counters.enqueued += total
             length = sum(len(queue) for queue in queues.values())
             if length > self.peak_queue_length:
                 self.peak_queue_length = length
@@ -312,11 +368,16 @@ class Stage:
         return event
 
     def count_drop(self, reason: str, event: Any) -> None:
-        """Record an event refused or discarded on this stage's behalf."""
+        """Record an event refused or discarded on this stage's behalf.
+
+        An event that carries several messages (a `size` attribute) counts
+        as that many: drops are reported in messages.
+        """
         kind = event_kind(event)
+        size = getattr(event, "size", 1)
         with self._lock:
             by_kind = self.drops.setdefault(reason, {})
-            by_kind[kind] = by_kind.get(kind, 0) + 1
+            by_kind[kind] = by_kind.get(kind, 0) + size
 
     def drop_count(self, reason: str | None = None) -> int:
         with self._lock:
@@ -364,7 +425,7 @@ class Stage:
         for _ in range(spawn_workers):
             self._executor.call_in_thread(self._drain_on_worker)
 
-    def _take_batch(self, *, loop: bool) -> list[tuple[float, Any]]:
+    def _take_batch(self, *, loop: bool) -> Batch:
         """Up to `batch_size` events, housekeeping first, then classes in priority order.
 
         With an express lane, the loop takes housekeeping and express classes
@@ -372,31 +433,30 @@ class Stage:
         """
         now = self._clock()
         dropped: list[tuple[str, Any]] = []
+        batch = Batch()
         with self._lock:
             express_lane = self._has_express_lane
-            batch: list[tuple[float, Any]] = []
             # A worker of a blocking stage takes one event at a time: events
             # waiting inside a worker's batch would be invisible to the queue
             # length, to sojourn-time policies and to the other threads.
             room = 1 if self.blocking and not loop else self.batch_size
             if self._housekeeping and (loop or not express_lane):
-                take = self._housekeeping.popleft
-                batch = [take() for _ in range(min(room, len(self._housekeeping)))]
-                room -= len(batch)
+                room -= batch.take(None, self._housekeeping, room)
             for event_class in self.classes:
                 if not room:
                     break
                 if express_lane and (event_class in self.express) != loop:
                     continue
                 queue = self._queues[event_class]
+                if not queue:
+                    continue
                 policies = [p for p in self.dequeue_policies if p.governs(event_class)]
                 if not policies:
-                    take = queue.popleft
-                    taken = [take() for _ in range(min(room, len(queue)))]
-                    batch += taken
-                    room -= len(taken)
-                    self.class_taken[event_class] += len(taken)
+                    taken = batch.take(event_class, queue, room)
+                    room -= taken
+                    self.class_taken[event_class] += taken
                     continue
+                kept: list[tuple[float, Any]] = []
                 while room and queue:
                     item = queue.popleft()
                     reason = None
@@ -407,22 +467,30 @@ class Stage:
                     if reason is not None:
                         dropped.append((reason, item[1]))
                         continue
-                    batch.append(item)
+                    kept.append(item)
                     room -= 1
-                    self.class_taken[event_class] += 1
+                if kept:
+                    batch.add(event_class, kept)
+                    self.class_taken[event_class] += len(kept)
         for reason, event in dropped:
             self.count_drop(reason, event)
         return batch
 
-    def _run_batch(self, batch: Sequence[tuple[float, Any]], *, on_worker: bool = False) -> None:
+    def _run_batch(self, batch: Batch, *, on_worker: bool = False) -> None:
         started = self._clock()
-        # A bounded sample of each batch (every event of a small batch, four
-        # evenly spaced ones of a large one, always the oldest): recording a
-        # histogram value costs about as much as routing a message.
-        stride = max(1, len(batch) // 4)
-        sampled = batch[::stride]
-        self.queue_delay.add_many([started - enqueued_at for enqueued_at, _ in sampled])
-        events = [event for _, event in batch]
+        events = batch.events
+        size = len(events)
+        # A few events of each class's run stand for all of it in the latency
+        # histograms, weighted by the run's length: recording a value costs
+        # about as much as routing a message.
+        delays: list[tuple[str | None, list[float], list[int]]] = []
+        for event_class, items in batch.runs:
+            stride = max(1, len(items) // SAMPLES_PER_RUN)
+            sampled = items[::stride]
+            # Each sample stands for the events up to the next one.
+            weights = [stride] * len(sampled)
+            weights[-1] = len(items) - stride * (len(sampled) - 1)
+            delays.append((event_class, [started - item[0] for item in sampled], weights))
         try:
             self.handler.handle_events(events)
         except Exception as error:  # a handler bug must not kill the stage
@@ -432,24 +500,24 @@ class Stage:
                 self._on_handler_error(self, error, events)
         finished = self._clock()
         elapsed = finished - started
-        self.service_time.add(elapsed / len(events))
-        if self.classify is not None:
-            delays: dict[str, list[float]] = {}
-            responses: dict[str, list[float]] = {}
-            for enqueued_at, event in sampled:
-                event_class = self.classify(event)
-                delays.setdefault(event_class, []).append(started - enqueued_at)
-                responses.setdefault(event_class, []).append(finished - enqueued_at)
-            for event_class, samples in delays.items():
-                self.class_delay[event_class].add_many(samples)
-                self.class_response[event_class].add_many(responses[event_class])
+        self.service_time.add(elapsed / size, size)
+        classify = self.classify
+        for (event_class, samples, weights), (_, items) in zip(delays, batch.runs, strict=True):
+            self.queue_delay.add_many(samples, weights)
+            if classify is None:
+                continue
+            if event_class is None:  # housekeeping: recorded under the class it belongs to
+                event_class = classify(items[0][1])
+            self.class_delay[event_class].add_many(samples, weights)
+            # Queueing delay + the batch's service time = finished - enqueued.
+            self.class_response[event_class].add_many([d + elapsed for d in samples], weights)
         with self._lock:
-            self.counters.processed += len(events)
+            self.counters.processed += size
             self.counters.batches += 1
             self.counters.busy_seconds += elapsed
             if on_worker:
                 self.counters.worker_busy_seconds += elapsed
-                self.counters.worker_events += len(events)
+                self.counters.worker_events += size
             self.idle_since = finished
 
     def _drain_on_loop(self) -> None:
@@ -483,7 +551,8 @@ class Stage:
     def drain_now(self) -> None:
         """Process everything queued on the calling thread (tests, shutdown)."""
         while True:
-            batch = self._take_batch(loop=True) + self._take_batch(loop=False)
+            batch = self._take_batch(loop=True)
+            batch.extend(self._take_batch(loop=False))
             if not batch:
                 return
             self._run_batch(batch)

@@ -94,6 +94,48 @@ def test_batches_are_bounded_by_batch_size() -> None:
     assert stage.queue_delay.count == 10
 
 
+@dataclass
+class Bundle:
+    """An event standing for several messages, as the connection stage's runs do."""
+
+    kind: str
+    size: int
+
+
+def test_a_refused_event_counts_every_message_it_carries() -> None:
+    stage = Stage("connection", Recorder(), ManualExecutor())
+    stage.admission.append(QueueThreshold(1))
+    assert stage.enqueue(Bundle("query", 5))
+    assert not stage.enqueue(Bundle("query", 7))
+    assert stage.drops == {"queue-full": {"query": 7}}
+
+
+def test_latency_histograms_count_every_event_of_sampled_batches() -> None:
+    # Uneven class runs and batch sizes: the samples' weights must still add
+    # up to the events, per class and in all.
+    executor = ManualExecutor()
+    stage = Stage(
+        "router",
+        Recorder(),
+        executor,
+        batch_size=50,
+        classes=("first", "second"),
+        # Housekeeping (the tick) is classified like any other event.
+        classify=lambda event: event.kind if isinstance(event, Item) else "second",
+    )
+    stage.enqueue_many(
+        [Item("first", i) for i in range(37)] + [Item("second", i) for i in range(61)]
+    )
+    stage.enqueue_housekeeping(Tick("routes"))
+    executor.run()
+    assert stage.counters.processed == 99
+    assert stage.queue_delay.count == 99
+    assert stage.service_time.count == 99
+    for name, events in (("first", 37), ("second", 62)):
+        assert stage.class_delay[name].count == events
+        assert stage.class_response[name].count == events
+
+
 def test_handler_error_is_counted_and_the_stage_goes_on() -> None:
     executor = ManualExecutor()
     failures: list[BaseException] = []

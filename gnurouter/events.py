@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gnurouter.peers import Peer
-from gnurouter.protocol.messages import Body, Message
+from gnurouter.protocol.messages import Body, Message, encode_all
 
 
 @dataclass(slots=True)
@@ -75,19 +75,34 @@ class PeerLeft:
 
 
 @dataclass(slots=True)
-class SendMessage:
-    """One message for one or more peers (connection stage).
+class SendMessages:
+    """Messages of one type for one or more peers (connection stage).
 
-    One event per message rather than per copy: a flood to 30 neighbours is
-    one queue slot, one admission decision and one refusal if refused.
+    One event per run rather than per copy: a flood to 30 neighbours is one
+    queue slot, one admission decision and one refusal if refused, and the
+    router stage joins consecutive messages with the same destinations (a
+    burst of queries from one neighbour) into one event, encoded once for
+    every peer it goes to.  Drops of the event count `size` messages.
     """
 
     peers: list[Peer]
-    message: Message
+    messages: list[Message]
+    _wire: bytes | None = None
 
     @property
     def kind(self) -> str:
-        return self.message.type_name
+        return self.messages[0].type_name
+
+    @property
+    def size(self) -> int:
+        return len(self.messages)
+
+    def wire(self) -> bytes:
+        """The messages encoded (before any deflate), computed once."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = encode_all(self.messages)
+        return wire
 
 
 @dataclass(slots=True)

@@ -50,8 +50,8 @@ class PeerCounters:
     malformed: int = 0
     drops: dict[str, int] = field(default_factory=dict)
 
-    def drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + count
 
 
 _peer_ids = itertools.count(1)  # 0 is routing.LOCAL

@@ -35,7 +35,7 @@ from gnurouter.protocol.handshake import (
     Headers,
     Role,
 )
-from gnurouter.protocol.messages import Bye, Message, new_guid
+from gnurouter.protocol.messages import Bye, Message, encode_all, new_guid
 
 Event = ConnectRequest | ConnectResponse | HandshakeComplete | HandshakeRefused | Message
 
@@ -182,15 +182,17 @@ class PeerConnection:
 
     def send(self, messages: Iterable[Message]) -> bytes:
         """Wire bytes for a batch: encoded, then deflated with one sync flush if negotiated."""
+        return self.send_encoded(encode_all(messages))
+
+    def send_encoded(self, data: bytes) -> bytes:
+        """Wire bytes for messages already encoded back to back (`encode_all`).
+
+        Lets a caller encode a message once for every link it goes to.
+        """
         if not self._established:
             raise RuntimeError("cannot send messages before the handshake is complete")
-        parts: list[bytes] = []
-        for message in messages:
-            parts.append(message.header_bytes())
-            parts.append(message.payload)
-        if not parts:
+        if not data:
             return b""
-        data = b"".join(parts)
         self.uncompressed_bytes_out += len(data)
         if self._deflater is not None:
             data = self._deflater.compress(data)

@@ -15,7 +15,7 @@ import enum
 import ipaddress
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self, TypeAlias
 
@@ -812,6 +812,17 @@ class Message:
     @classmethod
     def from_body(cls, guid: bytes, ttl: int, hops: int, body: Body) -> Message:
         return cls(guid, body.type, ttl, hops, body.encode())
+
+
+def encode_all(messages: Iterable[Message]) -> bytes:
+    """The wire form of several messages, back to back."""
+    pack = _HEADER.pack
+    parts: list[bytes] = []
+    for message in messages:
+        payload = message.payload
+        parts.append(pack(message.guid, message.type, message.ttl, message.hops, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
 
 
 _new_object = object.__new__

@@ -1,7 +1,8 @@
 """Connection stage: per-peer output formatting, write queues and orderly closes.
 
-Messages for one peer within a batch are encoded (and deflated) together and
-written with one call, so a deflate link pays one sync flush per batch.
+Messages for one peer within a batch are written with one call, so a deflate
+link pays one sync flush per batch; a run of messages for several peers is
+encoded once for all of them.
 While a peer's socket is clogged (its kernel buffer full), messages wait in
 the peer's own queue, whose bounds and shedding rule belong to the
 conditioning policy (`OutputQueueLimits`); a peer that cannot even take what
@@ -14,9 +15,9 @@ import logging
 from typing import Any
 
 from gnurouter.conditioning.clogged import OutputQueueLimits
-from gnurouter.events import ClosePeer, LinkWritable, SendMessage, SendRaw
+from gnurouter.events import ClosePeer, LinkWritable, SendMessages, SendRaw
 from gnurouter.peers import Peer, PeerState
-from gnurouter.protocol.messages import Bye, Message, new_guid
+from gnurouter.protocol.messages import Bye, Message, encode_all, new_guid
 from gnurouter.seda.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,19 @@ class ConnectionHandler:
         self.clogged_closes = 0
 
     def handle_events(self, batch: list[Any]) -> None:
-        pending: dict[Peer, list[Message]] = {}
+        pending: dict[Peer, list[SendMessages]] = {}
         for event in batch:
-            if isinstance(event, SendMessage):
-                message = event.message
+            if type(event) is SendMessages:
                 for peer in event.peers:
                     if peer.state != ESTABLISHED:
-                        self._drop(peer, message, "peer-gone")
+                        for message in event.messages:
+                            self._drop(peer, message, "peer-gone")
                         continue
                     queued = pending.get(peer)
                     if queued is None:
-                        pending[peer] = [message]
+                        pending[peer] = [event]
                     else:
-                        queued.append(message)
+                        queued.append(event)
             elif isinstance(event, SendRaw):
                 self._flush(pending)
                 self._send_raw(event)
@@ -57,21 +58,26 @@ class ConnectionHandler:
 
     def _drop(self, peer: Peer, message: Message, reason: str) -> None:
         if self.stage is not None:
-            self.stage.count_drop(reason, SendMessage([peer], message))
+            self.stage.count_drop(reason, SendMessages([peer], [message]))
         peer.counters.drop(reason)
 
-    def _flush(self, pending: dict[Peer, list[Message]]) -> None:
-        for peer, messages in pending.items():
-            self._write(peer, messages)
+    def _flush(self, pending: dict[Peer, list[SendMessages]]) -> None:
+        for peer, sends in pending.items():
+            self._write(peer, sends)
         pending.clear()
 
-    def _write(self, peer: Peer, messages: list[Message]) -> None:
+    def _write(self, peer: Peer, sends: list[SendMessages]) -> None:
         if peer.state != ESTABLISHED:
             return
         queue = peer.output
         if not queue and not peer.link.write_paused:
-            self._send(peer, messages)  # the common case: nothing waiting, socket open
+            # The common case, nothing waiting and the socket open: each
+            # run's encoding is shared by every peer it goes to.
+            if sends:
+                data = sends[0].wire() if len(sends) == 1 else b"".join(s.wire() for s in sends)
+                self._send_encoded(peer, data, sum(len(s.messages) for s in sends))
             return
+        messages = [message for send in sends for message in send.messages]
         outcome = self.limits.offer(queue, messages)
         for dropped in outcome.dropped:
             self._drop(peer, dropped, "peer-clogged")
@@ -91,10 +97,12 @@ class ConnectionHandler:
             self._send(peer, queue.take_all())
 
     def _send(self, peer: Peer, messages: list[Message]) -> None:
-        if not messages:
-            return
-        data = peer.connection.send(messages)
-        peer.counters.messages_out += len(messages)
+        if messages:
+            self._send_encoded(peer, encode_all(messages), len(messages))
+
+    def _send_encoded(self, peer: Peer, data: bytes, count: int) -> None:
+        data = peer.connection.send_encoded(data)
+        peer.counters.messages_out += count
         peer.counters.bytes_out += len(data)
         peer.link.write(data)
 

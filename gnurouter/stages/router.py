@@ -19,7 +19,7 @@ from gnurouter.events import (
     MessageArrived,
     PeerJoined,
     PeerLeft,
-    SendMessage,
+    SendMessages,
     Tick,
 )
 from gnurouter.packetlog import LogEntry, PacketLog
@@ -62,7 +62,7 @@ class RouterHandler:
         self.observers: list[Callable[[MessageArrived, Decision], None]] = []
 
     def handle_events(self, batch: list[Any]) -> None:
-        sends: list[SendMessage] = []
+        sends: list[SendMessages] = []
         log: list[LogEntry] = []
         run: list[MessageArrived] = []
         for event in batch:
@@ -84,13 +84,13 @@ class RouterHandler:
         if sends:
             for refused in self.connection.enqueue_many(sends):
                 for peer in refused.peers:
-                    peer.counters.drop("connection-refused")
+                    peer.counters.drop("connection-refused", len(refused.messages))
         if log:
             self.packet_log.record_many(log)
         self.packet_log.flush()
 
     def _route_run(
-        self, run: list[MessageArrived], sends: list[SendMessage], log: list[LogEntry]
+        self, run: list[MessageArrived], sends: list[SendMessages], log: list[LogEntry]
     ) -> None:
         """Route consecutive messages: under one lock, unless queries must block first."""
         router = self.router
@@ -116,7 +116,7 @@ class RouterHandler:
         self,
         event: MessageArrived,
         decision: Decision,
-        sends: list[SendMessage],
+        sends: list[SendMessages],
         log: list[LogEntry],
         wall_clock: float,
         resolved: dict[Sequence[int], list[Peer]],
@@ -141,7 +141,17 @@ class RouterHandler:
                 if type(target_ids) is tuple:
                     resolved[target_ids] = targets
             if targets:
-                sends.append(SendMessage(targets, outgoing))
+                last = sends[-1] if sends else None
+                if (
+                    last is not None
+                    and last.peers is targets
+                    and last.messages[0].type == outgoing.type
+                ):
+                    # Same destinations as the message before (`resolved`
+                    # hands out one list per id tuple): one event, one encoding.
+                    last.messages.append(outgoing)
+                else:
+                    sends.append(SendMessages(targets, [outgoing]))
                 fanout += len(targets)
         log.append((wall_clock, peer.label, message, decision.action, decision.reason, fanout))
         if decision.learned_hosts:
@@ -163,7 +173,7 @@ class RouterHandler:
                 targets.append(target)
         return targets
 
-    def _joined(self, peer: Peer, sends: list[SendMessage]) -> None:
+    def _joined(self, peer: Peer, sends: list[SendMessages]) -> None:
         with self._lock:
             greeting = self.router.peer_joined(
                 peer.id,
@@ -172,17 +182,17 @@ class RouterHandler:
                 up_qrp="up-qrp" in peer.features,
             )
         for message in greeting:
-            sends.append(SendMessage([peer], message))
+            sends.append(SendMessages([peer], [message]))
 
     def _send_decided(
-        self, decided: list[tuple[Message, list[int]]], sends: list[SendMessage]
+        self, decided: list[tuple[Message, list[int]]], sends: list[SendMessages]
     ) -> None:
         for message, target_ids in decided:
             targets = self._live_peers(target_ids)
             if targets:
-                sends.append(SendMessage(targets, message))
+                sends.append(SendMessages(targets, [message]))
 
-    def _tick(self, name: str, sends: list[SendMessage]) -> None:
+    def _tick(self, name: str, sends: list[SendMessages]) -> None:
         if name == "routes":
             with self._lock:
                 self.router.expire()
@@ -202,7 +212,7 @@ class RouterHandler:
                     continue
                 with self._lock:
                     ping = self.router.originate_ping(ttl=1)
-                self.connection.enqueue_housekeeping(SendMessage([peer], ping))
+                self.connection.enqueue_housekeeping(SendMessages([peer], [ping]))
 
     def _close_stalled_handshakes(self) -> None:
         # A socket that never finishes its handshake would hold a slot forever.

@@ -197,3 +197,28 @@ async def test_silent_socket_is_closed_when_its_handshake_times_out(start_router
     await lost
     assert peer.data == b""
     await wait_for(router, lambda: len(router.peers) == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_reaches_every_neighbour_in_order_through_few_connection_events(
+    start_router: Any,
+) -> None:
+    # No conditioning: the default query filter would shed part of the burst.
+    router = start_router(conditioning="none")
+    sender = await join(router)
+    receivers = [await join(router, deflate=True), await join(router)]
+    connection = router.stages["connection"]
+    before = connection.counters.enqueued
+    burst = [
+        Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria=f"burst {i}"))
+        for i in range(300)
+    ]
+    sender.send(*burst)
+    for receiver in receivers:
+        await receiver.next_message(reactor, lambda m: m.guid == burst[-1].guid)
+        relayed = [m for m in receiver.received if m.type == MessageType.QUERY]
+        assert [m.guid for m in relayed] == [m.guid for m in burst]
+        assert {(m.ttl, m.hops) for m in relayed} == {(2, 1)}
+        assert [m.payload for m in relayed] == [m.payload for m in burst]
+    # Consecutive queries for the same neighbours travel as one event.
+    assert connection.counters.enqueued - before < len(burst) / 4

@@ -56,7 +56,7 @@ class QueryFilter:
 
     def admit(self, stage: Stage, event: Any) -> str | None:
         steered = self.steered_rate
-        if (not self.enabled and steered is None) or stage.class_of(event) != QUERY:
+        if not self.active or stage.class_of(event) != QUERY:
             return None
         rate = steered if steered is not None else self.rate
         if rate is not None and not self._take_token(rate):

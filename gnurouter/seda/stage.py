@@ -483,8 +483,12 @@ class Stage:
         # A few events of each class's run stand for all of it in the latency
         # histograms, weighted by the run's length: recording a value costs
         # about as much as routing a message.
+        classify = self.classify
         delays: list[tuple[str | None, list[float], list[int]]] = []
         for event_class, items in batch.runs:
+            if event_class is None and classify is not None:
+                # Housekeeping: recorded under the class its first event belongs to.
+                event_class = classify(items[0][1])
             stride = max(1, len(items) // SAMPLES_PER_RUN)
             sampled = items[::stride]
             # Each sample stands for the events up to the next one.
@@ -501,13 +505,10 @@ class Stage:
         finished = self._clock()
         elapsed = finished - started
         self.service_time.add(elapsed / size, size)
-        classify = self.classify
-        for (event_class, samples, weights), (_, items) in zip(delays, batch.runs, strict=True):
+        for event_class, samples, weights in delays:
             self.queue_delay.add_many(samples, weights)
-            if classify is None:
+            if event_class is None or classify is None:
                 continue
-            if event_class is None:  # housekeeping: recorded under the class it belongs to
-                event_class = classify(items[0][1])
             self.class_delay[event_class].add_many(samples, weights)
             # Queueing delay + the batch's service time = finished - enqueued.
             self.class_response[event_class].add_many([d + elapsed for d in samples], weights)

@@ -128,7 +128,7 @@ class RouterHandler:
         """
         message = event.message
         peer = event.peer
-        if decision.action == "dropped":
+        if decision.dropped:
             reason = decision.reason or "dropped"
             peer.counters.drop(reason)
             if self.stage is not None:

@@ -172,6 +172,7 @@ def build_stages(
             express=spec.express,
             on_handler_error=on_handler_error,
         )
+        # Handlers count drops and report failed events through their stage.
         if hasattr(handler, "stage"):
             handler.stage = stage
         stages[name] = stage

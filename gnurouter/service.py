@@ -27,19 +27,22 @@ from gnurouter.hostcache import HostCache
 from gnurouter.metrics import MetricsSampler, router_counters, snapshot, stage_counters
 from gnurouter.network import GnutellaFactory, OutgoingFactory
 from gnurouter.packetlog import PacketLog
-from gnurouter.peers import PeerState, PeerTable
+from gnurouter.peers import Peer, PeerState, PeerTable
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.handshake import Role
 from gnurouter.protocol.messages import Pong
 from gnurouter.routing import Router, RoutingRules
 from gnurouter.seda.runtime import ReactorExecutor
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import HANDLER_ERROR, Stage
 from gnurouter.stages.catcher import CatcherHandler
 from gnurouter.stages.router import RouterHandler
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 3.0
+#: A handler's traceback is logged at most this often (seconds); a hostile
+#: peer that triggers a bug again and again must not flood the log.
+HANDLER_TRACEBACK_INTERVAL = 60.0
 
 
 def attribute_parameter(
@@ -137,6 +140,7 @@ class RouterService(service.Service):
         self._timers: list[task.LoopingCall] = []
         self.recorder: Any = None  # a gnurouter.traces TraceRecorder with --record
         self._controller_calls: dict[Any, Any] = {}
+        self._last_traceback_logged = -HANDLER_TRACEBACK_INTERVAL
 
     # -- wiring ----------------------------------------------------------
 
@@ -177,12 +181,37 @@ class RouterService(service.Service):
         address = self._control_port.getHost()
         return address.host, address.port
 
-    def _handler_failed(self, stage: Stage, error: BaseException, batch: list[object]) -> None:
+    def _handler_failed(self, stage: Stage, error: BaseException, events: list[object]) -> None:
+        """An event a stage could not handle: close the peer it came from, with a Bye.
+
+        Whatever the bug, its trigger was most likely that peer's input, and a
+        peer whose state we failed to update is not one we can keep routing.
+        """
+        closed = []
+        for event in events:
+            peer = getattr(event, "peer", None)
+            if not isinstance(peer, Peer) or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+                continue
+            closed.append(peer.label)
+            peer.counters.drop(HANDLER_ERROR)
+            if isinstance(event, ClosePeer):
+                peer.link.abort()  # closing it is what failed: no second try through the stage
+            else:
+                self.stages["connection"].enqueue_housekeeping(
+                    ClosePeer(peer, 500, "Internal error handling your data")
+                )
+        now = time.monotonic()
+        detail = f"{type(error).__name__}: {error}"
+        with_traceback = now - self._last_traceback_logged >= HANDLER_TRACEBACK_INTERVAL
+        if with_traceback:
+            self._last_traceback_logged = now
         log.error(
-            "stage %s: handler failed on a batch of %d events",
+            "stage %s: handler failed on %d event(s) (%s); closing peer(s) %s",
             stage.name,
-            len(batch),
-            exc_info=(type(error), error, error.__traceback__),
+            len(events),
+            detail[:300],
+            ", ".join(closed) or "none",
+            exc_info=(type(error), error, error.__traceback__) if with_traceback else None,
         )
 
     # -- lifecycle -------------------------------------------------------

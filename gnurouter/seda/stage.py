@@ -22,6 +22,7 @@ its thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -36,6 +37,8 @@ DEFAULT_CLASS = "default"
 #: Events of each class's run in a batch recorded in the latency histograms
 #: (see `Stage._run_batch`).
 SAMPLES_PER_RUN = 2
+#: Drop reason of events lost to an exception in the stage's handler.
+HANDLER_ERROR = "handler-error"
 
 
 class EventHandler(Protocol):
@@ -92,6 +95,17 @@ class Sink(Protocol):
     def enqueue_many(self, events: Iterable[Any]) -> list[Any]: ...
 
     def enqueue_housekeeping(self, event: Any) -> None: ...
+
+
+def report_failure(stage: Stage | None, event: Any, error: Exception) -> None:
+    """For a handler's per-event ``except``: the stage counts and reports the loss.
+
+    A handler not yet placed in a stage (a unit test's) has nobody to report
+    to, so the error propagates as it would without isolation.
+    """
+    if stage is None:
+        raise error
+    stage.event_failed(event, error)
 
 
 def event_kind(event: Any) -> str:
@@ -379,6 +393,27 @@ class Stage:
             by_kind = self.drops.setdefault(reason, {})
             by_kind[kind] = by_kind.get(kind, 0) + size
 
+    def event_failed(self, event: Any, error: BaseException) -> None:
+        """A handler could not handle `event`: it alone is lost, counted and reported.
+
+        Handlers call this from a per-event ``except``, then go on with the
+        rest of their batch: one bad event never costs another event.
+        """
+        self._failed(error, [event])
+
+    def _failed(self, error: BaseException, events: list[Any]) -> None:
+        with self._lock:
+            self.counters.handler_errors += 1
+        for event in events:
+            self.count_drop(HANDLER_ERROR, event)
+        if self._on_handler_error is not None:
+            # The reporter must not take the stage down either.
+            with contextlib.suppress(Exception):
+                self._on_handler_error(self, error, events)
+        # Nothing may keep the traceback: its frames hold the events, their
+        # peers and their data until a rare full collection.
+        error.__traceback__ = None
+
     def drop_count(self, reason: str | None = None) -> int:
         with self._lock:
             if reason is not None:
@@ -497,11 +532,11 @@ class Stage:
             delays.append((event_class, [started - item[0] for item in sampled], weights))
         try:
             self.handler.handle_events(events)
-        except Exception as error:  # a handler bug must not kill the stage
-            with self._lock:
-                self.counters.handler_errors += 1
-            if self._on_handler_error is not None:
-                self._on_handler_error(self, error, events)
+        except Exception as error:
+            # The safety net: handlers isolate each event (`event_failed`), so
+            # an error here escaped that and the stage cannot tell which events
+            # were handled.  The stage lives on; the batch is counted as failed.
+            self._failed(error, events)
         finished = self._clock()
         elapsed = finished - started
         self.service_time.add(elapsed / size, size)

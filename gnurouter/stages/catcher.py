@@ -19,6 +19,7 @@ from gnurouter.events import ConnectFailed, HostsLearned, Tick
 from gnurouter.hostcache import HostCache
 from gnurouter.peers import PeerState, PeerTable
 from gnurouter.routing import LEAF
+from gnurouter.seda.stage import Stage, report_failure
 
 
 @dataclass(slots=True)
@@ -55,22 +56,29 @@ class CatcherHandler:
         #: Ticks that wanted more ultrapeers than the host cache could offer.
         self.starved_ticks = 0
         self.bootstrap_requests = 0
+        self.stage: Stage | None = None  # set by the graph builder
 
     def handle_events(self, batch: list[Any]) -> None:
         top_up = False
         for event in batch:
-            if isinstance(event, HostsLearned):
-                self.hosts.add_many(event.hosts, source=event.source)
-                # Asked for because we were short: use them now, not next tick.
-                top_up = top_up or event.source == "gwebcache"
-            elif isinstance(event, ConnectFailed):
-                self.hosts.failed(event.address)
-            elif isinstance(event, HostConnected):
-                self.hosts.succeeded(event.address, ultrapeer=event.ultrapeer)
-            elif isinstance(event, Tick):
-                top_up = True
+            try:
+                if isinstance(event, HostsLearned):
+                    self.hosts.add_many(event.hosts, source=event.source)
+                    # Asked for because we were short: use them now, not next tick.
+                    top_up = top_up or event.source == "gwebcache"
+                elif isinstance(event, ConnectFailed):
+                    self.hosts.failed(event.address)
+                elif isinstance(event, HostConnected):
+                    self.hosts.succeeded(event.address, ultrapeer=event.ultrapeer)
+                elif isinstance(event, Tick):
+                    top_up = True
+            except Exception as error:
+                report_failure(self.stage, event, error)
         if top_up:
-            self._top_up()
+            try:
+                self._top_up()
+            except Exception as error:
+                report_failure(self.stage, Tick("catcher"), error)
 
     def ultrapeer_links(self) -> tuple[int, int]:
         """(ultrapeer links up or being set up by us, all live links)."""

@@ -18,7 +18,7 @@ from gnurouter.conditioning.clogged import OutputQueueLimits
 from gnurouter.events import ClosePeer, LinkWritable, SendMessages, SendRaw
 from gnurouter.peers import Peer, PeerState
 from gnurouter.protocol.messages import Bye, Message, encode_all, new_guid
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import Stage, report_failure
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +35,28 @@ class ConnectionHandler:
     def handle_events(self, batch: list[Any]) -> None:
         pending: dict[Peer, list[SendMessages]] = {}
         for event in batch:
-            if type(event) is SendMessages:
-                for peer in event.peers:
-                    if peer.state != ESTABLISHED:
-                        for message in event.messages:
-                            self._drop(peer, message, "peer-gone")
-                        continue
-                    queued = pending.get(peer)
-                    if queued is None:
-                        pending[peer] = [event]
-                    else:
-                        queued.append(event)
-            elif isinstance(event, SendRaw):
-                self._flush(pending)
-                self._send_raw(event)
-            elif isinstance(event, ClosePeer):
-                self._flush(pending)
-                self._close(event)
-            elif isinstance(event, LinkWritable):
-                pending.setdefault(event.peer, [])
+            try:
+                if type(event) is SendMessages:
+                    for peer in event.peers:
+                        if peer.state != ESTABLISHED:
+                            for message in event.messages:
+                                self._drop(peer, message, "peer-gone")
+                            continue
+                        queued = pending.get(peer)
+                        if queued is None:
+                            pending[peer] = [event]
+                        else:
+                            queued.append(event)
+                elif isinstance(event, SendRaw):
+                    self._flush(pending)
+                    self._send_raw(event)
+                elif isinstance(event, ClosePeer):
+                    self._flush(pending)
+                    self._close(event)
+                elif isinstance(event, LinkWritable):
+                    pending.setdefault(event.peer, [])
+            except Exception as error:
+                report_failure(self.stage, event, error)
         self._flush(pending)
 
     def _drop(self, peer: Peer, message: Message, reason: str) -> None:
@@ -63,7 +66,11 @@ class ConnectionHandler:
 
     def _flush(self, pending: dict[Peer, list[SendMessages]]) -> None:
         for peer, sends in pending.items():
-            self._write(peer, sends)
+            try:
+                self._write(peer, sends)
+            except Exception as error:
+                # What failed is this peer's link: it alone is closed.
+                report_failure(self.stage, LinkWritable(peer), error)
         pending.clear()
 
     def _write(self, peer: Peer, sends: list[SendMessages]) -> None:

@@ -24,8 +24,9 @@ from gnurouter.events import (
     SendRaw,
     StreamChunk,
 )
-from gnurouter.handshaking import HandshakePolicy, parse_try_hosts, peer_features, peer_role
+from gnurouter.handshaking import HandshakePolicy, peer_features, peer_role
 from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.protocol.addresses import clean_text, parse_endpoint, parse_endpoints
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.handshake import (
     ConnectRequest,
@@ -36,7 +37,7 @@ from gnurouter.protocol.handshake import (
 )
 from gnurouter.protocol.messages import Body, Message, MessageType
 from gnurouter.routing import LEAF, ULTRAPEER
-from gnurouter.seda.stage import Sink, Stage
+from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.catcher import HostConnected
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,17 @@ class ParserHandler:
         arrivals: list[MessageArrived] = []
         self._arrivals = arrivals
         for event in batch:
-            if isinstance(event, StreamChunk):
-                self._receive(event.peer, event.data)
-            elif isinstance(event, PeerOpened):
-                self._opened(event.peer)
-            elif isinstance(event, PeerLost):
-                self._lost(event.peer, event.reason)
+            try:
+                if isinstance(event, StreamChunk):
+                    self._receive(event.peer, event.data)
+                elif isinstance(event, PeerOpened):
+                    self._opened(event.peer)
+                elif isinstance(event, PeerLost):
+                    self._lost(event.peer, event.reason)
+            except Exception as error:
+                # A bug met by this event's data: the stage closes its peer;
+                # the other peers' events in this batch are handled as usual.
+                report_failure(self.stage, event, error)
         if arrivals:
             for refused in self.router.enqueue_many(arrivals):
                 refused.peer.counters.drop("router-refused")
@@ -263,24 +269,38 @@ class ParserHandler:
 
     def _refused(self, peer: Peer, refused: HandshakeRefused) -> None:
         if not refused.by_us:
-            self._learn_try_headers(refused.headers)
+            self._learn_try_headers(refused.headers, peer)
             peer.close_reason = f"refused by peer: {refused.status} {refused.reason}"
             peer.state = PeerState.CLOSING
             self.connection.enqueue_housekeeping(SendRaw(peer, b"", close_after=True))
 
-    def _note_peer_headers(self, peer: Peer, headers: Any) -> None:
+    def _note_peer_headers(self, peer: Peer, headers: Headers) -> None:
         agent = headers.get("User-Agent")
         if agent:
-            peer.user_agent = agent[:200]
-        listen = parse_try_hosts(headers.get("Listen-IP") or headers.get("X-My-Address"), 1)
-        if listen:
-            peer.listen_address = listen[0]
-        self._learn_try_headers(headers)
+            peer.user_agent = clean_text(agent)
+        for name in ("Listen-IP", "X-My-Address"):
+            value = headers.get(name)
+            if value is None:
+                continue
+            listen = parse_endpoint(value)
+            if listen is None:
+                self._bad_header(peer, name, value)
+                continue
+            peer.listen_address = listen
+            break
+        self._learn_try_headers(headers, peer)
 
-    def _learn_try_headers(self, headers: Any) -> None:
-        ultrapeers = parse_try_hosts(headers.get("X-Try-Ultrapeers"))
-        if ultrapeers:
-            self.catcher.enqueue_housekeeping(HostsLearned(ultrapeers, source="x-try-ultrapeers"))
-        others = parse_try_hosts(headers.get("X-Try"))  # the pre-ultrapeer header
-        if others:
-            self.catcher.enqueue_housekeeping(HostsLearned(others, source="x-try"))
+    def _learn_try_headers(self, headers: Headers, peer: Peer) -> None:
+        # X-Try is the pre-ultrapeer header: any servent, ultrapeer or not.
+        for name, source in (("X-Try-Ultrapeers", "x-try-ultrapeers"), ("X-Try", "x-try")):
+            hosts, bad = parse_endpoints(headers.get(name))
+            if bad:
+                self._bad_header(peer, name, headers.get(name, ""))
+            if hosts:
+                self.catcher.enqueue_housekeeping(HostsLearned(hosts, source=source))
+
+    def _bad_header(self, peer: Peer, name: str, value: str) -> None:
+        """A header value we cannot use: ignored (never stored or echoed), counted, logged."""
+        self.peers.reject(f"bad-header:{name.lower()}")
+        peer.counters.drop("bad-header")
+        log.info("peer %s: ignoring bad %s value %r", peer.label, name, value[:80])

@@ -7,7 +7,7 @@ from typing import Any
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.events import BytesReceived, PeerLost, PeerOpened, StreamChunk
 from gnurouter.peers import Peer
-from gnurouter.seda.stage import Sink
+from gnurouter.seda.stage import Sink, Stage, report_failure
 
 
 class ReaderHandler:
@@ -20,18 +20,22 @@ class ReaderHandler:
     def __init__(self, parser: Sink, flow: InputFlowControl) -> None:
         self.parser = parser
         self.flow = flow
+        self.stage: Stage | None = None  # set by the graph builder
 
     def handle_events(self, batch: list[Any]) -> None:
         chunks: dict[Peer, list[bytes]] = {}
         for event in batch:
-            if isinstance(event, BytesReceived):
-                event.peer.counters.bytes_in += len(event.data)
-                chunks.setdefault(event.peer, []).append(event.data)
-            elif isinstance(event, PeerOpened | PeerLost):
-                # Lifecycle events keep their place relative to the bytes (the
-                # housekeeping path would let "peer lost" overtake its last bytes).
-                self._flush(chunks)
-                self.parser.enqueue(event)
+            try:
+                if isinstance(event, BytesReceived):
+                    event.peer.counters.bytes_in += len(event.data)
+                    chunks.setdefault(event.peer, []).append(event.data)
+                elif isinstance(event, PeerOpened | PeerLost):
+                    # Lifecycle events keep their place relative to the bytes (the
+                    # housekeeping path would let "peer lost" overtake its last bytes).
+                    self._flush(chunks)
+                    self.parser.enqueue(event)
+            except Exception as error:
+                report_failure(self.stage, event, error)
         self._flush(chunks)
         self.flow.release_if_drained()
 

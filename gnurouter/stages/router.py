@@ -26,7 +26,7 @@ from gnurouter.packetlog import LogEntry, PacketLog
 from gnurouter.peers import Peer, PeerState, PeerTable
 from gnurouter.protocol.messages import Message, MessageType
 from gnurouter.routing import ULTRAPEER, Decision, Router
-from gnurouter.seda.stage import Sink, Stage
+from gnurouter.seda.stage import Sink, Stage, report_failure
 
 QUERY = MessageType.QUERY
 ESTABLISHED = PeerState.ESTABLISHED
@@ -72,13 +72,16 @@ class RouterHandler:
             if run:
                 self._route_run(run, sends, log)
                 run = []
-            if isinstance(event, PeerJoined):
-                self._joined(event.peer, sends)
-            elif isinstance(event, PeerLeft):
-                with self._lock:
-                    self.router.peer_left(event.peer.id)
-            elif isinstance(event, Tick):
-                self._tick(event.name, sends)
+            try:
+                if isinstance(event, PeerJoined):
+                    self._joined(event.peer, sends)
+                elif isinstance(event, PeerLeft):
+                    with self._lock:
+                        self.router.peer_left(event.peer.id)
+                elif isinstance(event, Tick):
+                    self._tick(event.name, sends)
+            except Exception as error:
+                report_failure(self.stage, event, error)
         if run:
             self._route_run(run, sends, log)
         if sends:
@@ -96,21 +99,41 @@ class RouterHandler:
         router = self.router
         if self.query_delay:
             for event in run:
-                if event.message.type == QUERY:
-                    self._sleep(self.query_delay)
-                with self._lock:
-                    decision = router.route(event.peer.id, event.message, event.body)
-                self._apply(event, decision, sends, log, time.time(), {})
+                try:
+                    if event.message.type == QUERY:
+                        self._sleep(self.query_delay)
+                    with self._lock:
+                        decision = router.route(event.peer.id, event.message, event.body)
+                    self._apply(event, decision, sends, log, time.time(), {})
+                except Exception as error:
+                    report_failure(self.stage, event, error)
             return
         route = router.route
+        # Each message is routed (and applied) on its own `try`: an exception
+        # costs its own message only, and costs nothing when none is raised.
+        decisions: list[Decision | None] = []
+        decided = decisions.append
+        failed: list[tuple[MessageArrived, Exception]] = []
         with self._lock:
             now = router.now()
-            # Drops are counted once, by the stage (`Stage.count_drop` in `_apply`).
-            decisions = [route(event.peer.id, event.message, event.body, now) for event in run]
+            for event in run:
+                try:
+                    # Drops are counted once, by the stage (`Stage.count_drop` in `_apply`).
+                    decided(route(event.peer.id, event.message, event.body, now))
+                except Exception as error:
+                    decided(None)
+                    failed.append((event, error))
+        for event, routing_error in failed:
+            report_failure(self.stage, event, routing_error)
         wall_clock = time.time()
         resolved: dict[Sequence[int], list[Peer]] = {}
-        for event, decision in zip(run, decisions, strict=True):
-            self._apply(event, decision, sends, log, wall_clock, resolved)
+        for event, outcome in zip(run, decisions, strict=True):
+            if outcome is None:
+                continue
+            try:
+                self._apply(event, outcome, sends, log, wall_clock, resolved)
+            except Exception as error:
+                report_failure(self.stage, event, error)
 
     def _apply(
         self,

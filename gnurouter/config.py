@@ -8,6 +8,7 @@ config file and the control API refuse the same bad values with the same words.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gnurouter.protocol.addresses import parse_host, parse_int
 from gnurouter.protocol.framer import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
 
 #: Load-conditioning policies, each switchable on its own (see gnurouter/conditioning/).
@@ -74,22 +76,42 @@ def parse_duration(text: str | float | int, *, name: str = "duration") -> float:
 
 
 def parse_address(text: str, *, name: str = "address") -> tuple[str, int]:
-    """'HOST:PORT' (or '[v6]:PORT') -> (host, port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port); HOST is an IP literal or a DNS name."""
+    host_text, sep, port_text = text.rpartition(":")
+    if not sep or not host_text:
         raise ConfigError(f"{name}: expected HOST:PORT, got {text!r}")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{name}: port must be 0..65535, got {port}")
-    return host.strip("[]"), port
+    port = parse_int(port_text, 0, 65535)
+    if port is None:
+        raise ConfigError(f"{name}: port must be a number from 0 to 65535, got {port_text!r}")
+    host = parse_host(host_text)
+    if host is None:
+        raise ConfigError(f"{name}: {host_text!r} is neither an IP address nor a host name")
+    return host, port
 
 
 MIN_TOKEN_LENGTH = 16
 
 
 def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (the control endpoint's safe default)."""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """True for addresses only this machine can reach (the control endpoint's safe default).
+
+    Decided by `ipaddress`, never by a string prefix: "127.0.0.1.example.com" is a
+    DNS name its owner points anywhere.  "localhost" is the one name taken on trust.
+    """
+    name = host.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    # ::ffff:127.0.0.1 is IPv4 loopback seen through a dual-stack socket, but
+    # Python < 3.13 calls it not loopback.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from gnurouter.config import RouterConfig
 from gnurouter.hostcache import HostCache
 from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.protocol.addresses import format_endpoint
 from gnurouter.protocol.handshake import ConnectRequest, Headers, negotiate_encoding
 from gnurouter.routing import LEAF, LEGACY, ULTRAPEER
 
@@ -59,20 +60,6 @@ class Verdict:
     @property
     def accepted(self) -> bool:
         return self.status == 200
-
-
-def parse_try_hosts(value: str | None, limit: int = 64) -> list[tuple[str, int]]:
-    """'1.2.3.4:6346, 5.6.7.8:6347' -> addresses; malformed entries are skipped."""
-    if not value:
-        return []
-    hosts: list[tuple[str, int]] = []
-    for item in value.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if sep and host and port.isdigit() and 0 < int(port) <= 65535:
-            hosts.append((host.strip("[]"), int(port)))
-            if len(hosts) >= limit:
-                break
-    return hosts
 
 
 def peer_role(headers: Headers) -> str:
@@ -163,7 +150,7 @@ class HandshakePolicy:
             ("GGEP", "0.5"),
             ("Vendor-Message", "0.2"),
             ("Bye-Packet", "0.1"),
-            ("Listen-IP", f"{host}:{port}"),
+            ("Listen-IP", format_endpoint((host, port))),
             ("Remote-IP", peer.address[0]),
         ]
         if self.config.deflate:
@@ -176,7 +163,9 @@ class HandshakePolicy:
             exclude.add(peer.listen_address)
         host, port = self.listen_address()
         exclude.add((host, port))
-        return ",".join(f"{h}:{p}" for h, p in self.hosts.sample(limit, exclude=exclude))
+        return ",".join(
+            format_endpoint(address) for address in self.hosts.sample(limit, exclude=exclude)
+        )
 
     # -- decisions ---------------------------------------------------------
 

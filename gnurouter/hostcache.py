@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gnurouter.config import ConfigError, parse_address
+from gnurouter.protocol.addresses import parse_host
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class HostCache:
         self._wall = wall_clock
         self._hosts: OrderedDict[tuple[str, int], HostEntry] = OrderedDict()
         self.learned: dict[str, int] = {}  # hosts learned, by source
+        self.rejected = 0  # addresses refused as unusable (bad host or port)
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -91,8 +93,11 @@ class HostCache:
         source: str = "pong",
         ultrapeer: bool | None = None,
     ) -> None:
+        # The one gate every host passes (pongs, headers, GWebCaches, files):
+        # what is cached is repeated to others in X-Try-Ultrapeers.
         host, port = address
-        if not 0 < port <= 65535 or not host or host in ("0.0.0.0", "::"):
+        if not 0 < port <= 65535 or parse_host(host) != host or host in ("0.0.0.0", "::"):
+            self.rejected += 1
             return
         now = self._clock()
         entry = self._hosts.pop(address, None)

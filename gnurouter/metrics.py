@@ -183,6 +183,7 @@ def snapshot(service: RouterService) -> dict[str, Any]:
             "pong_cache": len(routing.pong_cache),
             "host_cache": len(service.hosts),
             "hosts_learned": dict(service.hosts.learned),
+            "hosts_rejected": service.hosts.rejected,
             "roles": routing.counts(),
             "slots": {
                 role: {"taken": taken, "limit": limit}
@@ -192,6 +193,7 @@ def snapshot(service: RouterService) -> dict[str, Any]:
             "refused": dict(service.policy.refused),
             "leaf_guidance_declined": service.policy.leaf_guidance_declined,
             "qrp_errors": routing.qrp_errors,
+            "rejected": dict(service.peers.rejected),
             "bootstrap": service.bootstrap.snapshot(),
             "paused_links": service.flow.paused_links,
             "packet_log_lines": service.packet_log.lines_written,

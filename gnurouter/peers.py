@@ -105,6 +105,14 @@ class PeerTable:
         self.departed = PeerCounters()
         # Called with the peer whenever one is established or removed.
         self.listeners: list[Callable[[Peer], None]] = []
+        #: Peer input refused as hostile or malformed, by reason (bad header
+        #: values, handshake limits...): outlives the peers that caused it.
+        self.rejected: dict[str, int] = {}
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count input refused from a peer (the caller logs it with the peer's address)."""
+        with self._lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
 
     def announce(self, peer: Peer) -> None:
         """Tell listeners the peer changed state (established or gone)."""

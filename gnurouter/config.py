@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -57,7 +58,7 @@ def parse_policies(text: str) -> frozenset[str]:
     return frozenset(words)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -66,13 +67,17 @@ def parse_duration(text: str | float | int, *, name: str = "duration") -> float:
     if isinstance(text, bool):
         raise ConfigError(f"{name}: expected a duration like 20ms or 2s, got {text!r}")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ConfigError(f"{name}: must not be negative, got {text}")
-        return float(text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{name}: expected a duration like 20ms, 2s or 5m, got {text!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise ConfigError(f"{name}: expected a duration like 20ms, 2s or 5m, got {text!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    # NaN slips through a check like `x < 0` (every comparison with it is
+    # false), and a 400-digit number is inf: neither is a duration.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{name}: expected a finite, non-negative duration, got {text!r}")
+    return seconds
 
 
 def parse_address(text: str, *, name: str = "address") -> tuple[str, int]:
@@ -163,6 +168,12 @@ class RouterConfig:
     max_malformed_per_peer: int = 50
     keepalive_interval: float = 30.0
     handshake_timeout: float = 20.0
+    # Sockets still shaking hands: a pool of their own, never peer slots.
+    max_handshakes: int = 256
+    max_handshakes_per_address: int = 16
+    # A neighbour whose socket takes nothing for this long is closed (Bye 405),
+    # as gtk-gnutella does after node_tx_flowc_timeout (60 s).
+    flow_control_timeout: float = 60.0
     # Stages
     query_delay: float = 0.0
     router_threads: int = 1
@@ -240,12 +251,18 @@ class RouterConfig:
             raise ConfigError("route_cleanup_interval must be within 100ms..1h")
         if not 0.0 <= self.query_delay <= 10.0:
             raise ConfigError(f"query_delay: {self.query_delay}s is outside 0..10s")
-        if self.ping_rate_per_peer <= 0:
+        if not self.ping_rate_per_peer > 0:  # NaN too
             raise ConfigError("ping_rate_per_peer must be positive")
         if self.keepalive_interval < 1.0:
             raise ConfigError("keepalive_interval must be at least 1s")
         if not 0.1 <= self.handshake_timeout <= 600.0:
             raise ConfigError(f"handshake_timeout: {self.handshake_timeout}s is outside 100ms..10m")
+        IntRange(1, 100_000).check("max_handshakes", self.max_handshakes)
+        IntRange(1, 100_000).check("max_handshakes_per_address", self.max_handshakes_per_address)
+        if not 1.0 <= self.flow_control_timeout <= 3600.0:
+            raise ConfigError(
+                f"flow_control_timeout: {self.flow_control_timeout}s is outside 1s..1h"
+            )
         if self.ping_mode not in ("cache", "flood"):
             raise ConfigError(f"ping_mode: expected 'cache' or 'flood', got {self.ping_mode!r}")
         parse_policies(self.conditioning)
@@ -308,6 +325,7 @@ _DURATION_FIELDS = {
     "codel_interval",
     "response_target",
     "handshake_timeout",
+    "flow_control_timeout",
     "query_delay",
     "hosts_save_interval",
     "qrp_update_interval",

@@ -100,7 +100,10 @@ def _router(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
 
 
 def _connection(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
-    return ConnectionHandler(limits=ctx.conditioning.output_limits)
+    return ConnectionHandler(
+        limits=ctx.conditioning.output_limits,
+        flow_control_timeout=ctx.config.flow_control_timeout,
+    )
 
 
 def _catcher(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:

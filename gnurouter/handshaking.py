@@ -31,6 +31,7 @@ the link as it likes.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,6 +83,71 @@ def peer_features(headers: Headers) -> set[str]:
     return features
 
 
+class HandshakePool:
+    """Incoming sockets still shaking hands: bounded on their own, apart from peer slots.
+
+    A socket that connects and then says nothing (or one byte a second) costs
+    a place here, never a neighbour slot, so idle and slowloris sockets can
+    never lock newcomers out of the router.  Two bounds:
+
+    * per address (`per_address`): a new socket from an address that already
+      has that many handshakes open is closed at once;
+    * in all (`limit`): when full, the *oldest* handshake makes room.  An
+      honest servent finishes its handshake in a few round trips, so it is
+      always among the youngest; a socket that stalls is the one displaced.
+
+    The deadline (`handshake_timeout`) closes the rest.  Pure bookkeeping: the
+    edge asks `admit` for each accepted socket and closes what it is told to.
+    """
+
+    def __init__(self, limit: int, per_address: int) -> None:
+        self.limit = limit
+        self.per_address = per_address
+        self._open: OrderedDict[int, Peer] = OrderedDict()  # by peer id, oldest first
+        self._by_address: dict[str, int] = {}
+        self.refused_per_address = 0
+        self.displaced = 0
+
+    def __len__(self) -> int:
+        self._prune()
+        return len(self._open)
+
+    def admit(self, peer: Peer) -> tuple[bool, list[Peer]]:
+        """(whether `peer` may shake hands, the older handshakes to close for it)."""
+        self._prune()
+        host = peer.address[0]
+        if self._by_address.get(host, 0) >= self.per_address:
+            self.refused_per_address += 1
+            return False, []
+        displaced: list[Peer] = []
+        while len(self._open) >= self.limit:
+            _, oldest = self._open.popitem(last=False)
+            self._forget_address(oldest)
+            displaced.append(oldest)
+        self.displaced += len(displaced)
+        self._open[peer.id] = peer
+        self._by_address[host] = self._by_address.get(host, 0) + 1
+        return True, displaced
+
+    def discard(self, peer: Peer) -> None:
+        if self._open.pop(peer.id, None) is not None:
+            self._forget_address(peer)
+
+    def _forget_address(self, peer: Peer) -> None:
+        host = peer.address[0]
+        left = self._by_address.get(host, 0) - 1
+        if left > 0:
+            self._by_address[host] = left
+        else:
+            self._by_address.pop(host, None)
+
+    def _prune(self) -> None:
+        """Forget peers whose handshake is over (established, refused or closed)."""
+        done = [peer for peer in self._open.values() if peer.state != PeerState.HANDSHAKING]
+        for peer in done:
+            self.discard(peer)
+
+
 class HandshakePolicy:
     def __init__(
         self,
@@ -114,10 +180,14 @@ class HandshakePolicy:
         return min(self.config.max_ttl, ADVERTISED_MAX_TTL)
 
     def slots(self, exclude: Peer | None = None) -> dict[str, tuple[int, int]]:
-        """Per role: (taken, limit); `total` counts every live link, role known or not."""
+        """Per role: (taken, limit), counting established neighbours only.
+
+        A socket still shaking hands takes no slot (it lives in the
+        `HandshakePool`): slots are checked again when its handshake completes.
+        """
         taken = {ULTRAPEER: 0, LEAF: 0, "total": 0}
         for peer in self.peers:
-            if peer is exclude or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            if peer is exclude or peer.state != PeerState.ESTABLISHED:
                 continue
             taken["total"] += 1
             if peer.role == LEAF:

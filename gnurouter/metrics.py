@@ -194,6 +194,13 @@ def snapshot(service: RouterService) -> dict[str, Any]:
             "leaf_guidance_declined": service.policy.leaf_guidance_declined,
             "qrp_errors": routing.qrp_errors,
             "rejected": dict(service.peers.rejected),
+            "handshakes": {
+                "open": len(service.handshakes),
+                "limit": service.handshakes.limit,
+                "per_address": service.handshakes.per_address,
+                "refused_per_address": service.handshakes.refused_per_address,
+                "displaced": service.handshakes.displaced,
+            },
             "bootstrap": service.bootstrap.snapshot(),
             "paused_links": service.flow.paused_links,
             "packet_log_lines": service.packet_log.lines_written,

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.events import BytesReceived, LinkWritable, PeerLost, PeerOpened
+from gnurouter.handshaking import HandshakePool
 from gnurouter.peers import Peer
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.handshake import Role
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a closing peer gets to take its last bytes (Bye) before the socket is aborted.
 CLOSE_TIMEOUT = 10
+#: Handshakes refused for an address are logged at most this often (seconds).
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 @implementer(IPushProducer)
@@ -39,8 +42,11 @@ class GnutellaWire(protocol.Protocol):
         self.outgoing = outgoing
         self.peer: Peer | None = None
         self._write_paused = False
+        self._paused_since: float | None = None
         self._reading_paused = False
         self._abort_call: Any = None
+        # Twisted never clears `connected`, so the wire keeps its own record.
+        self._lost = False
 
     @property
     def _wire(self) -> Any:
@@ -56,39 +62,56 @@ class GnutellaWire(protocol.Protocol):
         self._wire.setTcpNoDelay(True)
         address = self._wire.getPeer()
         role = Role.INITIATOR if self.outgoing else Role.ACCEPTOR
-        self.peer = Peer(
+        peer = Peer(
             (address.host, address.port),
             self,
             self.factory.make_connection(role),
             outgoing=self.outgoing,
         )
+        if not self.outgoing and not self.factory.admit_handshake(peer):
+            self._wire.abortConnection()  # never a peer: no stage hears of it
+            return
+        self.peer = peer
         self._wire.registerProducer(self, True)
-        self.factory.reader.enqueue(PeerOpened(self.peer))
+        self.factory.reader.enqueue(PeerOpened(peer))
 
     def dataReceived(self, data: bytes) -> None:
-        assert self.peer is not None
+        if self.peer is None:
+            return  # refused at connectionMade; the abort is on its way
         self.factory.reader.enqueue(BytesReceived(self.peer, data))
         self.factory.flow.after_input(self)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._lost = True
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
-        if self.peer is not None:
-            self.factory.reader.enqueue(PeerLost(self.peer, reason.getErrorMessage()))
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            self.factory.forget_handshake(peer)
+            self.factory.reader.enqueue(PeerLost(peer, reason.getErrorMessage()))
+        # The peer holds this wire as its link; dropping our reference to it
+        # leaves no cycle, so both go as soon as the stages let the peer go,
+        # without waiting for a full garbage collection.
 
     # -- IPushProducer: the transport telling us about its write buffer -----
 
     def pauseProducing(self) -> None:
-        self._write_paused = True
+        self._pause_writes()
 
     def resumeProducing(self) -> None:
         self._write_paused = False
+        self._paused_since = None
         if self.peer is not None:
             self.factory.connection.enqueue_housekeeping(LinkWritable(self.peer))
 
     def stopProducing(self) -> None:
-        self._write_paused = True
+        self._pause_writes()
+
+    def _pause_writes(self) -> None:
+        if not self._write_paused:
+            self._write_paused = True
+            self._paused_since = self.factory.clock.seconds()
 
     # -- PeerLink ------------------------------------------------------------
 
@@ -96,13 +119,22 @@ class GnutellaWire(protocol.Protocol):
     def write_paused(self) -> bool:
         return self._write_paused
 
+    def write_paused_for(self) -> float:
+        """Seconds the socket has taken nothing (its kernel buffer full); 0 if it drains."""
+        if self._paused_since is None or self._lost:
+            return 0.0
+        return max(0.0, self.factory.clock.seconds() - self._paused_since)
+
     def write(self, data: bytes) -> None:
-        self._wire.write(data)
+        if not self._lost:
+            self._wire.write(data)
 
     def close(self) -> None:
+        if self._lost:
+            return  # already gone: no close to wait for, no timer to arm
         # Unregister first: a transport with a registered producer may wait
         # for it before honouring loseConnection.
-        self._write_paused = True
+        self._pause_writes()
         if getattr(self._wire, "producer", None) is not None:
             self._wire.unregisterProducer()
         self._wire.loseConnection()
@@ -115,7 +147,7 @@ class GnutellaWire(protocol.Protocol):
 
     def _abort_if_still_open(self) -> None:
         self._abort_call = None
-        if self.connected:
+        if not self._lost:
             log.info(
                 "peer %s did not take its last bytes in %gs; aborting",
                 self.peer.label if self.peer else "?",
@@ -124,7 +156,8 @@ class GnutellaWire(protocol.Protocol):
             self._wire.abortConnection()
 
     def abort(self) -> None:
-        self._wire.abortConnection()
+        if not self._lost:
+            self._wire.abortConnection()
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -148,9 +181,12 @@ class GnutellaFactory(protocol.Factory):
         flow: InputFlowControl,
         make_connection: Callable[[Role], PeerConnection],
         clock: Any,
+        handshakes: HandshakePool | None = None,
         outgoing: bool = False,
     ) -> None:
         self.clock = clock
+        self.handshakes = handshakes
+        self._refusals_logged: dict[str, float] = {}
         self.close_timeout: float = CLOSE_TIMEOUT
         self.reader = reader
         self.connection = connection
@@ -160,6 +196,36 @@ class GnutellaFactory(protocol.Factory):
 
     def buildProtocol(self, addr: Any) -> GnutellaWire:
         return GnutellaWire(self, self.outgoing)
+
+    def admit_handshake(self, peer: Peer) -> bool:
+        """Take an accepted socket into the handshake pool, closing what it displaces."""
+        if self.handshakes is None:
+            return True
+        admitted, displaced = self.handshakes.admit(peer)
+        for stalled in displaced:
+            log.info("peer %s: handshake displaced by newer connections", stalled.label)
+            stalled.counters.drop("handshake-displaced")
+            stalled.link.abort()
+        if not admitted:
+            # The pool counts every refusal; the log names each address once a
+            # minute at most, so a flood cannot write the log full.
+            host = peer.address[0]
+            now = self.clock.seconds()
+            if now - self._refusals_logged.get(host, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+                if len(self._refusals_logged) >= 1024:
+                    self._refusals_logged.clear()
+                self._refusals_logged[host] = now
+                log.warning(
+                    "peer %s: refused, %s already has %d handshakes open",
+                    peer.label,
+                    host,
+                    self.handshakes.per_address,
+                )
+        return admitted
+
+    def forget_handshake(self, peer: Peer) -> None:
+        if self.handshakes is not None:
+            self.handshakes.discard(peer)
 
 
 class OutgoingFactory(protocol.ClientFactory):

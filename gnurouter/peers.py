@@ -33,6 +33,9 @@ class PeerLink(Protocol):
     def write_paused(self) -> bool:
         """True while the kernel socket buffer is full and writes pile up in user space."""
 
+    def write_paused_for(self) -> float:
+        """Seconds writes have been paused without a break (0 while the socket drains)."""
+
 
 class PeerState:
     HANDSHAKING = "handshaking"

@@ -22,7 +22,7 @@ from gnurouter.config import RouterConfig
 from gnurouter.control import ControlAPI, Parameter
 from gnurouter.events import ClosePeer, ConnectFailed, HostsLearned, Tick
 from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages
-from gnurouter.handshaking import HandshakePolicy
+from gnurouter.handshaking import HandshakePolicy, HandshakePool
 from gnurouter.hostcache import HostCache
 from gnurouter.metrics import MetricsSampler, router_counters, snapshot, stage_counters
 from gnurouter.network import GnutellaFactory, OutgoingFactory
@@ -99,6 +99,7 @@ class RouterService(service.Service):
         self.executor = ReactorExecutor(reactor)
         self.flow = InputFlowControl([], config.reader_pause_length)
         self.policy = HandshakePolicy(config, self.peers, self.hosts, self.listening_address)
+        self.handshakes = HandshakePool(config.max_handshakes, config.max_handshakes_per_address)
         self.conditioning = Conditioning(config)
         self.bootstrap = GWebCacheBootstrap(
             list(config.bootstrap),
@@ -134,6 +135,7 @@ class RouterService(service.Service):
             flow=self.flow,
             make_connection=self._make_connection,
             clock=reactor,
+            handshakes=self.handshakes,
         )
         self._port: Any = None  # an IListeningPort once started
         self._control_port: Any = None

@@ -24,13 +24,22 @@ log = logging.getLogger(__name__)
 
 ESTABLISHED = PeerState.ESTABLISHED
 SEND_QUEUE_FULL = 502
+#: gtk-gnutella's Bye for a node "flow-controlled for too long".
+FLOW_CONTROLLED = 405
+#: Seconds a socket may take nothing before its peer is closed (gtk-gnutella's
+#: node_tx_flowc_timeout); RouterConfig.flow_control_timeout sets it.
+FLOW_CONTROL_TIMEOUT = 60.0
 
 
 class ConnectionHandler:
-    def __init__(self, *, limits: OutputQueueLimits) -> None:
+    def __init__(
+        self, *, limits: OutputQueueLimits, flow_control_timeout: float = FLOW_CONTROL_TIMEOUT
+    ) -> None:
         self.limits = limits
+        self.flow_control_timeout = flow_control_timeout
         self.stage: Stage | None = None
         self.clogged_closes = 0
+        self.flow_control_closes = 0
 
     def handle_events(self, batch: list[Any]) -> None:
         pending: dict[Peer, list[SendMessages]] = {}
@@ -84,6 +93,21 @@ class ConnectionHandler:
                 data = sends[0].wire() if len(sends) == 1 else b"".join(s.wire() for s in sends)
                 self._send_encoded(peer, data, sum(len(s.messages) for s in sends))
             return
+        stalled = peer.link.write_paused_for()
+        if stalled > self.flow_control_timeout:
+            # Shedding keeps its queue bounded, but a peer that takes nothing
+            # while it keeps talking (a ping now and then) would hold its slot
+            # and our work forever: past the deadline it goes, like gtk-gnutella's.
+            self.flow_control_closes += 1
+            log.warning(
+                "peer %s: took nothing for %.0fs; closing with Bye %d",
+                peer.label,
+                stalled,
+                FLOW_CONTROLLED,
+            )
+            peer.counters.drop("flow-control-timeout")
+            self._close(ClosePeer(peer, FLOW_CONTROLLED, "Flow-controlled for too long"))
+            return
         messages = [message for send in sends for message in send.messages]
         outcome = self.limits.offer(queue, messages)
         for dropped in outcome.dropped:
@@ -128,11 +152,14 @@ class ConnectionHandler:
         peer = event.peer
         if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
             return
-        if peer.state == ESTABLISHED and event.code and peer.connection.version != "0.4":
+        # The protocol's view, not the router's: a handshake whose final 200 OK
+        # came with bad bytes behind it never reached ESTABLISHED, but the
+        # link speaks messages, so it still gets its Bye.
+        if peer.connection.established and event.code and peer.connection.version != "0.4":
             # Bye goes after what is already queued (Bye-Packet 0.1), except
             # for a clogged peer, whose queue is what it cannot take.
             queued = peer.output.take_all()
-            if event.code == SEND_QUEUE_FULL:
+            if event.code in (SEND_QUEUE_FULL, FLOW_CONTROLLED):
                 for message in queued:
                     self._drop(peer, message, "closed-clogged")
                 queued = []

@@ -165,6 +165,9 @@ class ParserHandler:
             self._protocol_error(peer, failure)
 
     def _protocol_error(self, peer: Peer, error: ProtocolError) -> None:
+        # The connection keeps the error; its traceback's frames would keep
+        # the connection (a cycle) and the peer's data until a full collection.
+        error.__traceback__ = None
         self.protocol_errors += 1
         peer.counters.drop("protocol-error")
         log.warning("peer %s: protocol error, disconnecting: %s", peer.label, error)
@@ -242,13 +245,14 @@ class ParserHandler:
         # Their final 200 may change what they said first (X-Ultrapeer: False
         # after leaf guidance): the role is what both blocks say together.
         role = peer_role(complete.their_headers) if complete.version != "0.4" else peer.role
-        if role != peer.role:
-            refusal = self.policy.admit(peer, role or ULTRAPEER)
-            if refusal is not None:
-                peer.counters.drop(f"refused-{refusal.status}")
-                self._close(peer, refusal.status, refusal.reason)
-                return
-            peer.role = role
+        # Slots are counted among established neighbours only (handshakes have
+        # a pool of their own), so this is where a slot is really taken.
+        refusal = self.policy.admit(peer, role or ULTRAPEER)
+        if refusal is not None:
+            peer.counters.drop(f"refused-{refusal.status}")
+            self._close(peer, refusal.status, refusal.reason)
+            return
+        peer.role = role
         self._joined(peer)
 
     def _joined(self, peer: Peer) -> None:

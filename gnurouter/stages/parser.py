@@ -305,6 +305,9 @@ class ParserHandler:
 
     def _bad_header(self, peer: Peer, name: str, value: str) -> None:
         """A header value we cannot use: ignored (never stored or echoed), counted, logged."""
+        if name in peer.bad_headers:
+            return
+        peer.bad_headers.add(name)
         self.peers.reject(f"bad-header:{name.lower()}")
         peer.counters.drop("bad-header")
         log.info("peer %s: ignoring bad %s value %r", peer.label, name, value[:80])

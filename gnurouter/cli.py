@@ -103,6 +103,30 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="ping neighbours this often (30s)",
     )
     add(
+        "--handshake-timeout",
+        default=s,
+        metavar="DURATION",
+        help="close a socket that has not finished its handshake by then (20s)",
+    )
+    add(
+        "--max-handshakes",
+        type=int,
+        default=s,
+        help="incoming sockets shaking hands at once, apart from peer slots (256)",
+    )
+    add(
+        "--max-handshakes-per-address",
+        type=int,
+        default=s,
+        help="of those, from any one IP address (16)",
+    )
+    add(
+        "--flow-control-timeout",
+        default=s,
+        metavar="DURATION",
+        help="close a neighbour whose socket has taken nothing this long (60s)",
+    )
+    add(
         "--query-delay",
         default=s,
         metavar="DURATION",

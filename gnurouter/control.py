@@ -9,6 +9,8 @@ is how the dashboard keeps its audit log.
 
 from __future__ import annotations
 
+import math
+import reprlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,9 +18,36 @@ from typing import Any
 
 from gnurouter.config import ConfigError, parse_duration
 
+NUMERIC_KINDS = ("int", "float", "duration")
+#: Longest text accepted as a number ("0.000000001s" and the like fit many times over).
+MAX_NUMBER_TEXT = 64
+
+# Values come from strangers over HTTP: an error message quotes at most this much
+# of one, however long or deeply nested it is.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel = 2
+_SHOWN.maxstring = 60
+_SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = 4
+
 
 class ControlError(ValueError):
     """A refused change; the message names the parameter and the allowed values."""
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut short, for error messages; never raises.
+
+    Plain repr() is unusable on hostile input: an int past 4300 digits raises
+    ValueError (sys.get_int_max_str_digits) and a list nested 20,000 deep
+    raises RecursionError, either of which would replace the ControlError.
+    """
+    try:
+        return _SHOWN.repr(value)
+    except (ValueError, RecursionError):
+        if isinstance(value, int):
+            return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+        return f"<a {type(value).__name__}>"
 
 
 @dataclass
@@ -63,34 +92,56 @@ class Parameter:
                 return value
             if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "1", "0"):
                 return value.lower() in ("true", "on", "1")
-            raise ControlError(f"{self.name}: {value!r} is not allowed; allowed: {self.allowed()}")
+            raise self._refuse(value)
         if self.kind == "choice":
-            if value in self.choices:
+            # `in` on a tuple of str compares with ==: safe for any value, hashable or not.
+            if isinstance(value, str) and value in self.choices:
                 return value
-            raise ControlError(f"{self.name}: {value!r} is not allowed; allowed: {self.allowed()}")
+            raise self._refuse(value)
+        if self.kind not in NUMERIC_KINDS:
+            raise ControlError(f"{self.name}: parameter of unknown kind {self.kind!r}")
+        # Only numbers and their spelling as text: True is an int to Python but
+        # never a thread count, and a list or dict is never a number.
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self._refuse(value)
+        # No setting needs more characters than this; int() of a long digit string
+        # costs quadratic time wherever sys.set_int_max_str_digits lifted the limit.
+        if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
+            raise self._refuse(value)
         number: float
         try:
             if self.kind == "duration":
                 number = parse_duration(value, name=self.name)
             elif self.kind == "int":
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                number = int(value)
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError  # also NaN and +-inf, which are not integers either
+                number = int(value)  # ValueError for "1.5", "nan" and str past 4300 digits
             else:
-                if isinstance(value, bool):
-                    raise ValueError
-                number = float(value)
-        except (ValueError, TypeError, ConfigError) as error:
+                number = float(value)  # accepts "nan"/"inf": caught by the finite check below
+        except (ValueError, TypeError, OverflowError, ConfigError) as error:
+            # OverflowError: float() of an int past ~1e308, or parse_duration of one.
+            raise self._refuse(value) from error
+        # NaN compares False with everything, so it would slip through the range
+        # check below; inf passes wherever a bound is missing.  Neither is ever a
+        # usable setting (NaN query_delay stalls routing, NaN route_ttl empties the table).
+        # (An int is always finite, and math.isfinite() overflows on a huge one.)
+        if isinstance(number, float) and not math.isfinite(number):
             raise ControlError(
-                f"{self.name}: {value!r} is not allowed; allowed: {self.allowed()}"
-            ) from error
+                f"{self.name}: {shown(value)} is not a finite number; allowed: {self.allowed()}"
+            )
         if (self.low is not None and number < self.low) or (
             self.high is not None and number > self.high
         ):
             raise ControlError(
-                f"{self.name}: {value!r} is outside the allowed range; allowed: {self.allowed()}"
+                f"{self.name}: {shown(value)} is outside the allowed range; "
+                f"allowed: {self.allowed()}"
             )
         return number
+
+    def _refuse(self, value: Any) -> ControlError:
+        return ControlError(
+            f"{self.name}: {shown(value)} is not allowed; allowed: {self.allowed()}"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -139,7 +190,7 @@ class ControlAPI:
         try:
             return self._parameters[name]
         except KeyError:
-            raise ControlError(f"unknown parameter {name!r}") from None
+            raise ControlError(f"unknown parameter {shown(name)}") from None
 
     def set(self, name: str, value: Any) -> tuple[Any, Any]:
         """Change one parameter; returns (old, new).  Raises ControlError, changing nothing."""

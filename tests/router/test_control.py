@@ -58,7 +58,7 @@ async def test_every_parameter_is_in_the_snapshot_and_settable_to_its_own_value(
 
 async def http(method: bytes, url: str, body: Any = None) -> tuple[int, Any]:
     agent = Agent(reactor)
-    producer = None
+    producer: Any = None  # a FileBodyProducer; mypy cannot see it provides IBodyProducer
     if body is not None:
         import io
 
@@ -141,3 +141,74 @@ async def test_snapshot_counts_messages_and_rates(start_router: Any) -> None:
     rows = {row["id"]: row for row in snapshot["peers"]}
     assert sum(row["messages_in"] for row in rows.values()) >= 20
     json.dumps(snapshot)  # JSON-ready as documented
+
+
+# Every way a number can be unusable, as JSON or as text; each must be refused
+# by every numeric parameter, whatever its range.
+NOT_A_SETTING = [
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "nan",
+    "NaN",
+    " nan ",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1e400",  # float() makes it inf
+    "9" * 400,  # parse_duration makes it inf
+    "9" * 5000,  # int() refuses it (int_max_str_digits); also past MAX_NUMBER_TEXT
+    10**400,  # float() raises OverflowError
+    10**5000,  # repr() raises ValueError
+    True,  # an int to Python, never a setting
+    False,
+    [1],
+    {"value": 1},
+    b"1",
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_numeric_parameter_refuses_non_finite_and_non_numbers(
+    start_router: Any,
+) -> None:
+    router = start_router()
+    control = router.control
+    before = control.values()
+    numeric = [p for p in control.describe() if p["kind"] in ("int", "float", "duration")]
+    assert {p["kind"] for p in numeric} == {"int", "float", "duration"}
+    for parameter in numeric:
+        for value in NOT_A_SETTING:
+            with pytest.raises(ControlError, match="allowed: ") as refused:
+                control.set(parameter["name"], value)
+            assert len(str(refused.value)) < 400, "the message quotes a hostile value in full"
+    assert control.values() == before
+    # Plain numbers, as JSON numbers or as text, still work.
+    assert control.set("router.query_delay", "20ms")[1] == 0.02
+    assert control.set("router.query_delay", 0)[1] == 0.0
+    assert control.set("router.max_ttl", "5")[1] == 5
+    assert control.set("router.max_ttl", 6.0)[1] == 6
+    assert control.set("router.ping_rate_per_peer", "2.5")[1] == 2.5
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_names_and_nested_values_give_a_control_error(start_router: Any) -> None:
+    router = start_router()
+    control = router.control
+    before = control.values()
+    deep: Any = 0
+    for _ in range(20_000):
+        deep = [deep]
+    for changes in (
+        {10**5000: 1},  # an unknown name whose repr() raises ValueError
+        {"x" * 100_000: 1},
+        {"router.query_delay": deep},  # repr() would raise RecursionError
+        {"router.ping_mode": deep},
+        {"packet_log.enabled": deep},
+        {"router.ping_mode": ["cache"]},
+        {"router.max_ttl": 5, "router.route_ttl": float("nan")},  # all or nothing
+    ):
+        with pytest.raises(ControlError) as refused:
+            control.set_many(changes)
+        assert len(str(refused.value)) < 400
+    assert control.values() == before

@@ -1,19 +1,25 @@
-"""The stage graph, declared once.
+"""The stage graph, declared once: every stage, and every edge events travel on.
 
-    socket bytes
-        |
-     reader ──> parser ──> router ──> connection ──> socket writes
-                  │  │        │           ^
-                  │  └────────┼───────────┘  (handshake replies, closes)
-                  v           v
-                 catcher <────┘   (addresses learned) ──> outgoing connects
+    socket ──> reader ──> parser ──> router ──> connection ──> socket writes
+    (bytes, opened, lost)   │  │        │  │         ^    ^
+                            │  │        │  └─────────┘    │ socket: writable again
+                            │  └────────┼─── handshake replies, closes
+                            v           v
+    connector, bootstrap ─> catcher <───┘ addresses learned ──> outgoing connects
+    timer ──> router, catcher       shutdown, failure ──> connection (Bye)
 
-Each entry names a stage, the stages it feeds, and how to build its handler
-from the router's shared context and the sinks it declared.  A handler is
-handed only the sinks its entry lists, so this table is the whole truth about
-who talks to whom.  Stream stages (reader, parser) carry byte streams that
-cannot lose a piece; they are never thresholded by refusal and push back on
-the sockets instead (see conditioning.backpressure).
+Each `StageSpec` names a stage, the edges it sends on (target, event types,
+and whether the target may refuse them), how to build its handler from the
+router's shared context, and its thread budget.  A handler is handed only
+the sinks its edges name; Twisted's side (sockets, timers, the connector,
+GWebCache bootstrap, shutdown and failure closes) reaches a stage only
+through `inlet`, which refuses an edge `EXTERNAL_EDGES` does not declare.
+So this module is the whole truth about who talks to whom, and `describe`
+publishes it in the metrics snapshot for the dashboard to draw.
+
+Stream stages (reader, parser) carry byte streams that cannot lose a piece;
+they are never thresholded by refusal and push back on the sockets instead
+(see conditioning.backpressure).
 """
 
 from __future__ import annotations
@@ -60,14 +66,49 @@ HandlerFactory = Callable[[RouterContext, Mapping[str, Sink]], EventHandler]
 
 
 @dataclass(frozen=True)
+class Edge:
+    """Events that travel from `source` to stage `target`.
+
+    `path` is "enqueue" (may be refused by the target's admission policies)
+    or "housekeeping" (never refused: lifecycle events and timers).
+    A source that is no stage is one of EXTERNAL_SOURCES.
+    """
+
+    source: str
+    target: str
+    events: tuple[str, ...]
+    path: str = "enqueue"
+
+
+#: Where events come from outside the stages (Twisted's side of the edge).
+EXTERNAL_SOURCES = {
+    "socket": "bytes and lifecycle of each TCP connection, and its writability",
+    "connector": "outgoing connection attempts that failed before a handshake",
+    "timer": "periodic ticks (route cleanup, keepalive, catcher top-up)",
+    "bootstrap": "addresses fetched from GWebCaches",
+    "shutdown": "the Bye every neighbour gets when the router stops",
+    "failure": "the close of a peer whose event a handler could not handle",
+}
+
+
+@dataclass(frozen=True)
 class StageSpec:
     name: str
-    feeds: tuple[str, ...]
+    edges: tuple[Edge, ...]
     make_handler: HandlerFactory
     stream: bool = False
     description: str = ""
     classes: tuple[str, ...] = (DEFAULT_CLASS,)
     express: frozenset[str] = frozenset()
+    #: Batches that may run at once, from the configuration.
+    threads: Callable[[RouterConfig], int] = lambda config: 1
+    #: Whether its handler may block (then it runs on the thread pool).
+    blocking: Callable[[RouterConfig], bool] = lambda config: False
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        """The stages this one hands events to, in declaration order."""
+        return tuple(dict.fromkeys(edge.target for edge in self.edges))
 
 
 def _reader(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
@@ -119,26 +160,91 @@ def _catcher(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
     )
 
 
+def _edges(source: str, *edges: tuple[str, tuple[str, ...], str]) -> tuple[Edge, ...]:
+    return tuple(Edge(source, target, events, path) for target, events, path in edges)
+
+
 STAGE_GRAPH: tuple[StageSpec, ...] = (
-    StageSpec("reader", ("parser",), _reader, stream=True, description="socket bytes in"),
+    StageSpec(
+        "reader",
+        _edges("reader", ("parser", ("StreamChunk", "PeerOpened", "PeerLost"), "enqueue")),
+        _reader,
+        stream=True,
+        description="socket bytes in",
+    ),
     StageSpec(
         "parser",
-        ("router", "connection", "catcher"),
+        _edges(
+            "parser",
+            ("router", ("MessageArrived",), "enqueue"),
+            ("router", ("PeerJoined", "PeerLeft"), "housekeeping"),
+            ("connection", ("SendRaw", "ClosePeer"), "housekeeping"),
+            ("catcher", ("HostsLearned", "ConnectFailed", "HostConnected"), "housekeeping"),
+        ),
         _parser,
         stream=True,
         description="handshake, inflate, framing, validation",
     ),
     StageSpec(
         "router",
-        ("connection", "catcher"),
+        _edges(
+            "router",
+            ("connection", ("SendMessages",), "enqueue"),
+            ("connection", ("SendMessages", "ClosePeer"), "housekeeping"),
+            ("catcher", ("HostsLearned",), "enqueue"),
+        ),
         _router,
         description="routing + packet log",
         classes=ROUTER_STAGE_CLASSES,
         express=ROUTER_EXPRESS,
+        threads=lambda config: config.router_threads,
+        # The SEDA bottleneck (`query_delay`) blocks: batches go to the pool.
+        blocking=lambda config: config.query_delay > 0,
     ),
     StageSpec("connection", (), _connection, description="per-peer output and closes"),
     StageSpec("catcher", (), _catcher, description="keeps the peer count up"),
 )
+
+#: Edges from outside the stages: every way Twisted's side hands a stage an event.
+EXTERNAL_EDGES: tuple[Edge, ...] = (
+    Edge("socket", "reader", ("BytesReceived", "PeerOpened", "PeerLost")),
+    Edge("socket", "connection", ("LinkWritable",), "housekeeping"),
+    Edge("connector", "catcher", ("ConnectFailed",), "housekeeping"),
+    Edge("timer", "router", ("Tick",), "housekeeping"),
+    Edge("timer", "catcher", ("Tick",), "housekeeping"),
+    Edge("bootstrap", "catcher", ("HostsLearned",), "housekeeping"),
+    Edge("shutdown", "connection", ("ClosePeer",), "housekeeping"),
+    Edge("failure", "connection", ("ClosePeer",), "housekeeping"),
+)
+
+
+def inlet(stages: Mapping[str, Stage], source: str, target: str) -> Sink:
+    """The stage an outside `source` may feed: only along a declared edge."""
+    if not any(edge.source == source and edge.target == target for edge in EXTERNAL_EDGES):
+        raise ValueError(f"stage graph declares no edge {source} -> {target}")
+    return stages[target]
+
+
+def describe(graph: tuple[StageSpec, ...] = STAGE_GRAPH) -> dict[str, Any]:
+    """The graph as JSON: what a router publishes in its metrics snapshot."""
+    edges = [edge for spec in graph for edge in spec.edges] + list(EXTERNAL_EDGES)
+    return {
+        "stages": [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "stream": spec.stream,
+                "classes": list(spec.classes),
+                "express": sorted(spec.express),
+            }
+            for spec in graph
+        ],
+        "sources": dict(EXTERNAL_SOURCES),
+        "edges": [
+            {"from": e.source, "to": e.target, "events": list(e.events), "path": e.path}
+            for e in edges
+        ],
+    }
 
 
 def build_stages(
@@ -162,14 +268,12 @@ def build_stages(
         spec = specs[name]
         sinks = {target: build(target, (*trail, name)) for target in spec.feeds}
         handler = spec.make_handler(ctx, sinks)
-        blocking = name == "router" and ctx.config.query_delay > 0
-        threads = ctx.config.router_threads if name == "router" else 1
         stage = Stage(
             name,
             handler,
             executor,
-            threads=threads,
-            blocking=blocking,
+            threads=spec.threads(ctx.config),
+            blocking=spec.blocking(ctx.config),
             batch_size=ctx.config.batch_size,
             classes=spec.classes,
             express=spec.express,

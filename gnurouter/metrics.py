@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gnurouter.conditioning.thresholds import threshold_of
+from gnurouter.graph import describe as describe_graph
 from gnurouter.seda.stage import Stage
 from gnurouter.seda.stats import RateMeter
 
@@ -206,6 +207,8 @@ def snapshot(service: RouterService) -> dict[str, Any]:
             "packet_log_lines": service.packet_log.lines_written,
         },
         "stages": stages,
+        # The router says what it is made of: the dashboard draws this, never its own copy.
+        "graph": describe_graph(),
         "peers": peers,
         "packet_log_tail": list(service.packet_log.tail)[-50:],
         "conditioning": service.conditioning.state(),

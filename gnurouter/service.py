@@ -21,7 +21,7 @@ from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import RouterConfig
 from gnurouter.control import ControlAPI, Parameter
 from gnurouter.events import ClosePeer, ConnectFailed, HostsLearned, Tick
-from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages
+from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages, inlet
 from gnurouter.handshaking import HandshakePolicy, HandshakePool
 from gnurouter.hostcache import HostCache
 from gnurouter.metrics import MetricsSampler, router_counters, snapshot, stage_counters
@@ -130,8 +130,8 @@ class RouterService(service.Service):
         self.control = ControlAPI()
         self._register_parameters()
         self.factory = GnutellaFactory(
-            reader=self.stages["reader"],
-            connection=self.stages["connection"],
+            reader=inlet(self.stages, "socket", "reader"),
+            connection=inlet(self.stages, "socket", "connection"),
             flow=self.flow,
             make_connection=self._make_connection,
             clock=reactor,
@@ -150,7 +150,9 @@ class RouterService(service.Service):
         return PeerConnection(role, payload_limits=self.config.payload_limits)
 
     def _bootstrap_hosts(self, hosts: list[tuple[str, int]]) -> None:
-        self.stages["catcher"].enqueue_housekeeping(HostsLearned(hosts, source="gwebcache"))
+        inlet(self.stages, "bootstrap", "catcher").enqueue_housekeeping(
+            HostsLearned(hosts, source="gwebcache")
+        )
 
     def save_hosts(self) -> None:
         """Write the host cache to the hosts file (periodically and on stop)."""
@@ -199,7 +201,7 @@ class RouterService(service.Service):
             if isinstance(event, ClosePeer):
                 peer.link.abort()  # closing it is what failed: no second try through the stage
             else:
-                self.stages["connection"].enqueue_housekeeping(
+                inlet(self.stages, "failure", "connection").enqueue_housekeeping(
                     ClosePeer(peer, 500, "Internal error handling your data")
                 )
         now = time.monotonic()
@@ -273,7 +275,7 @@ class RouterService(service.Service):
         self._controller_calls[fn] = self.reactor.callLater(interval_of(), run)
 
     def _tick(self, stage: str, name: str) -> None:
-        self.stages[stage].enqueue_housekeeping(Tick(name))
+        inlet(self.stages, "timer", stage).enqueue_housekeeping(Tick(name))
 
     def sample_metrics(self) -> None:
         values: dict[str, float] = {}
@@ -287,7 +289,9 @@ class RouterService(service.Service):
 
         def failed(reason: str) -> None:
             log.info("connect to %s:%d failed: %s", host, port, reason)
-            self.stages["catcher"].enqueue_housekeeping(ConnectFailed(address, reason))
+            inlet(self.stages, "connector", "catcher").enqueue_housekeeping(
+                ConnectFailed(address, reason)
+            )
 
         outgoing = OutgoingFactory(self.factory, failed)
         self.reactor.connectTCP(host, port, outgoing, timeout=10)
@@ -328,7 +332,7 @@ class RouterService(service.Service):
             yield task.deferLater(self.reactor, 0.01, lambda: None)
         for peer in self.peers:
             if peer.state == PeerState.ESTABLISHED:
-                self.stages["connection"].enqueue_housekeeping(
+                inlet(self.stages, "shutdown", "connection").enqueue_housekeeping(
                     ClosePeer(peer, 200, "shutting down")
                 )
             else:

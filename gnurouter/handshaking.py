@@ -88,14 +88,16 @@ class HandshakePool:
 
     A socket that connects and then says nothing (or one byte a second) costs
     a place here, never a neighbour slot, so idle and slowloris sockets can
-    never lock newcomers out of the router.  Two bounds:
+    never lock newcomers out of the router.  Two bounds, both enforced the
+    same way, by closing the *oldest* handshake to make room for the newest:
 
-    * per address (`per_address`): a new socket from an address that already
-      has that many handshakes open is closed at once;
-    * in all (`limit`): when full, the *oldest* handshake makes room.  An
-      honest servent finishes its handshake in a few round trips, so it is
-      always among the youngest; a socket that stalls is the one displaced.
+    * per address (`per_address`): one address cannot hold more handshakes
+      than this, and its own oldest goes first (a servent behind the same
+      NAT as an attacker still gets in);
+    * in all (`limit`): the oldest of all goes.
 
+    An honest servent finishes its handshake in a few round trips, so it is
+    always among the youngest; a socket that stalls is the one displaced.
     The deadline (`handshake_timeout`) closes the rest.  Pure bookkeeping: the
     edge asks `admit` for each accepted socket and closes what it is told to.
     """
@@ -104,30 +106,32 @@ class HandshakePool:
         self.limit = limit
         self.per_address = per_address
         self._open: OrderedDict[int, Peer] = OrderedDict()  # by peer id, oldest first
-        self._by_address: dict[str, int] = {}
-        self.refused_per_address = 0
-        self.displaced = 0
+        self._by_address: dict[str, OrderedDict[int, Peer]] = {}
+        #: Handshakes closed to make room, by which bound did it.
+        self.displaced = {"per-address": 0, "total": 0}
 
     def __len__(self) -> int:
         self._prune()
         return len(self._open)
 
-    def admit(self, peer: Peer) -> tuple[bool, list[Peer]]:
-        """(whether `peer` may shake hands, the older handshakes to close for it)."""
+    def admit(self, peer: Peer) -> list[Peer]:
+        """Take `peer`'s handshake in; returns the older handshakes to close for it."""
         self._prune()
-        host = peer.address[0]
-        if self._by_address.get(host, 0) >= self.per_address:
-            self.refused_per_address += 1
-            return False, []
         displaced: list[Peer] = []
+        same_address = self._by_address.setdefault(peer.address[0], OrderedDict())
+        while len(same_address) >= self.per_address:
+            _, oldest = same_address.popitem(last=False)
+            self._open.pop(oldest.id, None)
+            displaced.append(oldest)
+        self.displaced["per-address"] += len(displaced)
         while len(self._open) >= self.limit:
             _, oldest = self._open.popitem(last=False)
             self._forget_address(oldest)
             displaced.append(oldest)
-        self.displaced += len(displaced)
+            self.displaced["total"] += 1
         self._open[peer.id] = peer
-        self._by_address[host] = self._by_address.get(host, 0) + 1
-        return True, displaced
+        same_address[peer.id] = peer
+        return displaced
 
     def discard(self, peer: Peer) -> None:
         if self._open.pop(peer.id, None) is not None:
@@ -135,11 +139,11 @@ class HandshakePool:
 
     def _forget_address(self, peer: Peer) -> None:
         host = peer.address[0]
-        left = self._by_address.get(host, 0) - 1
-        if left > 0:
-            self._by_address[host] = left
-        else:
-            self._by_address.pop(host, None)
+        same_address = self._by_address.get(host)
+        if same_address is not None:
+            same_address.pop(peer.id, None)
+            if not same_address:
+                del self._by_address[host]
 
     def _prune(self) -> None:
         """Forget peers whose handshake is over (established, refused or closed)."""

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a closing peer gets to take its last bytes (Bye) before the socket is aborted.
 CLOSE_TIMEOUT = 10
-#: Handshakes refused for an address are logged at most this often (seconds).
-REFUSAL_LOG_INTERVAL = 60.0
+#: Handshakes displaced from one address are logged at most this often (seconds).
+DISPLACEMENT_LOG_INTERVAL = 60.0
 
 
 @implementer(IPushProducer)
@@ -68,16 +68,15 @@ class GnutellaWire(protocol.Protocol):
             self.factory.make_connection(role),
             outgoing=self.outgoing,
         )
-        if not self.outgoing and not self.factory.admit_handshake(peer):
-            self._wire.abortConnection()  # never a peer: no stage hears of it
-            return
         self.peer = peer
+        if not self.outgoing:
+            self.factory.admit_handshake(peer)
         self._wire.registerProducer(self, True)
         self.factory.reader.enqueue(PeerOpened(peer))
 
     def dataReceived(self, data: bytes) -> None:
         if self.peer is None:
-            return  # refused at connectionMade; the abort is on its way
+            return  # already lost
         self.factory.reader.enqueue(BytesReceived(self.peer, data))
         self.factory.flow.after_input(self)
 
@@ -186,7 +185,7 @@ class GnutellaFactory(protocol.Factory):
     ) -> None:
         self.clock = clock
         self.handshakes = handshakes
-        self._refusals_logged: dict[str, float] = {}
+        self._displacements_logged: dict[str, float] = {}
         self.close_timeout: float = CLOSE_TIMEOUT
         self.reader = reader
         self.connection = connection
@@ -197,31 +196,28 @@ class GnutellaFactory(protocol.Factory):
     def buildProtocol(self, addr: Any) -> GnutellaWire:
         return GnutellaWire(self, self.outgoing)
 
-    def admit_handshake(self, peer: Peer) -> bool:
+    def admit_handshake(self, peer: Peer) -> None:
         """Take an accepted socket into the handshake pool, closing what it displaces."""
         if self.handshakes is None:
-            return True
-        admitted, displaced = self.handshakes.admit(peer)
-        for stalled in displaced:
-            log.info("peer %s: handshake displaced by newer connections", stalled.label)
+            return
+        for stalled in self.handshakes.admit(peer):
+            # A flood displaces many: the log names each address once a minute
+            # at most; the pool counts every one.
+            host = stalled.address[0]
+            now = self.clock.seconds()
+            last = self._displacements_logged.get(host, -DISPLACEMENT_LOG_INTERVAL)
+            if now - last >= DISPLACEMENT_LOG_INTERVAL:
+                if len(self._displacements_logged) >= 1024:
+                    self._displacements_logged.clear()
+                self._displacements_logged[host] = now
+                log.warning(
+                    "peer %s: handshake closed to make room for newer ones "
+                    "(%s has too many open, or all handshake places are taken)",
+                    stalled.label,
+                    host,
+                )
             stalled.counters.drop("handshake-displaced")
             stalled.link.abort()
-        if not admitted:
-            # The pool counts every refusal; the log names each address once a
-            # minute at most, so a flood cannot write the log full.
-            host = peer.address[0]
-            now = self.clock.seconds()
-            if now - self._refusals_logged.get(host, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
-                if len(self._refusals_logged) >= 1024:
-                    self._refusals_logged.clear()
-                self._refusals_logged[host] = now
-                log.warning(
-                    "peer %s: refused, %s already has %d handshakes open",
-                    peer.label,
-                    host,
-                    self.handshakes.per_address,
-                )
-        return admitted
 
     def forget_handshake(self, peer: Peer) -> None:
         if self.handshakes is not None:

@@ -133,22 +133,22 @@ def handshaking_peer(host: str, port: int = 40000) -> Peer:
     return Peer((host, port), NoLink(), PeerConnection(Role.ACCEPTOR), outgoing=False)
 
 
-def test_handshake_pool_caps_each_address_and_displaces_the_oldest() -> None:
+def test_handshake_pool_displaces_the_oldest_of_an_address_then_of_all() -> None:
     pool = HandshakePool(limit=4, per_address=2)
     first, second = handshaking_peer("127.0.0.2"), handshaking_peer("127.0.0.2")
-    assert pool.admit(first) == (True, [])
-    assert pool.admit(second) == (True, [])
-    assert pool.admit(handshaking_peer("127.0.0.2")) == (False, [])
-    assert pool.refused_per_address == 1
+    assert pool.admit(first) == []
+    assert pool.admit(second) == []
+    # A third from the same address takes the place of that address's oldest.
+    third = handshaking_peer("127.0.0.2")
+    assert pool.admit(third) == [first]
+    assert pool.displaced == {"per-address": 1, "total": 0}
     others = [handshaking_peer("127.0.0.3"), handshaking_peer("127.0.0.4")]
     for peer in others:
-        assert pool.admit(peer) == (True, [])
-    # Full: the newcomer takes the place of the oldest handshake.
-    newcomer = handshaking_peer("127.0.0.5")
-    assert pool.admit(newcomer) == (True, [first])
-    assert pool.displaced == 1
-    # The displaced one no longer counts against its address.
-    assert pool.admit(handshaking_peer("127.0.0.2"))[0]
+        assert pool.admit(peer) == []
+    # Full: the newcomer takes the place of the oldest handshake of all.
+    assert pool.admit(handshaking_peer("127.0.0.5")) == [second]
+    assert pool.displaced == {"per-address": 1, "total": 1}
+    assert len(pool) == 4
 
 
 def test_handshake_pool_forgets_finished_handshakes() -> None:
@@ -158,7 +158,7 @@ def test_handshake_pool_forgets_finished_handshakes() -> None:
     pool.admit(waiting)
     done.state = PeerState.ESTABLISHED
     assert len(pool) == 1
-    assert pool.admit(handshaking_peer("127.0.0.2")) == (True, [])
+    assert pool.admit(handshaking_peer("127.0.0.2")) == []
 
 
 # -- on loopback ---------------------------------------------------------------------
@@ -235,19 +235,15 @@ async def test_a_routing_bug_closes_its_peer_with_bye_and_honest_traffic_is_unto
 @pytest_twisted.ensureDeferred
 async def test_idle_sockets_take_no_peer_slot_and_newcomers_get_in(start_router: Any) -> None:
     router = start_router(max_peers=2, max_handshakes=8, max_handshakes_per_address=4)
-    idle = [await raw_from("127.0.0.2", router) for _ in range(4)]
-    # A fifth from the same address is refused at once.
-    fifth = await raw_from("127.0.0.2", router)
-    fifth.lost.addTimeout(5, reactor)
-    await fifth.lost
-    # Others fill the pool; the oldest idle handshakes make room.
+    # Idle sockets from the honest servents' own address, and from others.
+    idle = [await raw_from("127.0.0.1", router) for _ in range(6)]
+    await wait_for(router, lambda: router.handshakes.displaced["per-address"] >= 2)
     crowd = [await raw_from(f"127.0.0.{n}", router) for n in range(3, 9)]
-    await wait_for(router, lambda: router.handshakes.displaced >= 2)
+    await wait_for(router, lambda: router.handshakes.displaced["total"] >= 2)
     # Both peer slots are still free for servents that complete their handshake.
     first, second = await join(router), await join(router)
     assert len(router.peers.established()) == 2
-    assert router.handshakes.refused_per_address == 1
-    for peer in (*idle, *crowd, fifth):
+    for peer in (*idle, *crowd):
         if peer.transport is not None:
             peer.transport.abortConnection()
     first.transport.loseConnection()

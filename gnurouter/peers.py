@@ -89,6 +89,8 @@ class Peer:
         # Messages waiting for the socket to drain; bounded by conditioning.clogged.
         self.output = PeerOutputQueue()
         self.close_reason: str | None = None
+        #: The parser decided to close it: whatever it sends next is ignored.
+        self.hung_up = False
         #: Handshake headers whose values we refused (each counted once per peer:
         #: a header read again from the merged blocks is not a second offence).
         self.bad_headers: set[str] = set()

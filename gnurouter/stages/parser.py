@@ -117,15 +117,19 @@ class ParserHandler:
         log.info("peer %s closed: %s", peer.label, peer.close_reason)
 
     def _close(self, peer: Peer, code: int, reason: str) -> None:
-        if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+        if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
             return
+        # From now on nothing it sends counts: the rest of this chunk, and any
+        # chunk read before the connection stage closes the socket, is ignored
+        # (a peer refused a slot must not get its messages routed).
+        peer.hung_up = True
         peer.close_reason = f"{code} {reason}"
         self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
 
     # -- the stream ------------------------------------------------------
 
     def _receive(self, peer: Peer, data: bytes) -> None:
-        if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+        if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
             return
         peer.last_heard = time.monotonic()
         try:
@@ -156,7 +160,7 @@ class ParserHandler:
                 self._established(peer, event)
             elif isinstance(event, HandshakeRefused):
                 self._refused(peer, event)
-            if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
                 return
         # The messages before a bad header were delivered above; the error
         # itself is only recorded, and the peer may send nothing more.

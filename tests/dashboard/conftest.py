@@ -205,7 +205,7 @@ def shared_router() -> Iterator[RouterProcess]:
 
 @pytest.fixture
 def roles(db: Any) -> None:
-    from dashboard.roles import ensure_roles
+    from dashboard.routers.roles import ensure_roles
 
     ensure_roles()
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from dashboard.models import AuditEntry, Router
+from dashboard.routers.models import AuditEntry, Router
 from tests.dashboard.conftest import RouterProcess
 
 pytestmark = pytest.mark.network

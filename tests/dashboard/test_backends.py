@@ -17,11 +17,11 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test import Client
 
-from dashboard import history
-from dashboard.bootstrap import ensure_admin
-from dashboard.config import channel_layers as layers_for
-from dashboard.models import Router, Sample
-from dashboard.poller import Poller, Watch
+from dashboard.project.config import channel_layers as layers_for
+from dashboard.routers import history
+from dashboard.routers.bootstrap import ensure_admin
+from dashboard.routers.models import Router, Sample
+from dashboard.routers.poller import Poller, Watch
 from tests.dashboard.conftest import RouterProcess, require_postgresql, require_redis
 
 
@@ -75,7 +75,7 @@ def test_live_samples_cross_processes_through_redis(
         (b"host", b"127.0.0.1"),
         (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
     ]
-    from dashboard.asgi import application
+    from dashboard.project.asgi import application
 
     async def scenario() -> dict:
         page = WebsocketCommunicator(application, "/ws/routers/via-redis/", headers=headers)

@@ -188,6 +188,18 @@ def test_operator_watches_queues_and_retunes_a_router(
                 timeout=30_000,
             )
             assert page.locator("#chart-all .u-over").count() == 1  # the chart is drawn
+            # The stage graph is the one the router reports: every link between its stages
+            # drawn, and the outside sources (socket, timer, ...) that feed them named.
+            graph = page.evaluate(
+                "JSON.parse(document.getElementById('page-config').textContent).graph"
+            )
+            assert graph["reported"] and graph["links"]
+            assert page.locator("#graph .stage-node").count() == len(graph["stages"])
+            assert page.locator("#graph .link").count() == len(graph["links"])
+            for link in graph["links"]:
+                selector = f'#graph .link[data-from="{link["from"]}"][data-to="{link["to"]}"]'
+                assert page.locator(selector).count() == 1, link
+            assert page.locator("#graph .node-inputs").count() == len(graph["inputs"])
             expect(page.locator("#peers tbody tr").first).not_to_contain_text("waiting")
 
             # Lower the router stage's threshold from the tuning form.
@@ -244,6 +256,8 @@ def test_operator_watches_queues_and_retunes_a_router(
             phone.wait_for_function(
                 "() => window.gnurouterLive && window.gnurouterLive.samples >= 8", timeout=15_000
             )
+            # On a narrow screen the stage graph runs top to bottom.
+            expect(phone.locator("#graph.vertical .link")).to_have_count(len(graph["links"]))
             # Readable on a phone: the page itself never scrolls sideways.
             assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
             phone.screenshot(path=str(screenshots / "dashboard-phone.png"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.config import (
+from dashboard.project.config import (
     SettingsError,
     channel_layers,
     database_from_url,
@@ -100,7 +100,9 @@ def _settings_in_a_fresh_process(tmp_path: Path, **env: str) -> dict:
         for k, v in os.environ.items()
         if not k.startswith("GNUROUTER_") and k not in ("DATABASE_URL", "REDIS_URL")
     }
-    clean.update(DJANGO_SETTINGS_MODULE="dashboard.settings", GNUROUTER_VAR=str(tmp_path), **env)
+    clean.update(
+        DJANGO_SETTINGS_MODULE="dashboard.project.settings", GNUROUTER_VAR=str(tmp_path), **env
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

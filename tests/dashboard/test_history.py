@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dashboard import history
-from dashboard.models import COARSE, MEDIUM, RAW, Router, Sample
+from dashboard.routers import history
+from dashboard.routers.models import COARSE, MEDIUM, RAW, Router, Sample
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 RAW_KEEP, MEDIUM_KEEP, RETENTION = 120.0, 900.0, 2400.0

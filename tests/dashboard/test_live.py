@@ -18,9 +18,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from dashboard.asgi import application
-from dashboard.models import Router, Sample
-from dashboard.poller import DOWN_AFTER, Poller, Watch
+from dashboard.project.asgi import application
+from dashboard.routers.models import Router, Sample
+from dashboard.routers.poller import DOWN_AFTER, Poller, Watch
 from tests.dashboard.conftest import RouterProcess
 
 pytestmark = [pytest.mark.network, pytest.mark.django_db(transaction=True)]

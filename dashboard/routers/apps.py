@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class DashboardConfig(AppConfig):
+    name = "dashboard.routers"
+    # The label the app has always had: its tables (dashboard_router, ...), migrations,
+    # permissions (dashboard.tune_router) and templates/static (dashboard/...) keep it.
+    label = "dashboard"
+    verbose_name = "gnurouter dashboard"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from dashboard.routers.roles import ensure_roles
+
+        # Permissions exist only after migrate has run: make the roles then.
+        post_migrate.connect(ensure_roles, sender=self, dispatch_uid="dashboard-roles")

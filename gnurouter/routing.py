@@ -10,10 +10,11 @@ one by one by age instead of the whole table being wiped every 30 seconds.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.messages import (
@@ -30,9 +31,12 @@ from gnurouter.protocol.messages import (
     new_guid,
 )
 from gnurouter.protocol.qrp import (
+    DEFAULT_QRP_LIMITS,
     QRP_BYE_CODE,
     UP_TABLE_BITS,
     QrpError,
+    QrpLimitError,
+    QrpLimits,
     QrpReceiver,
     QrpTable,
     QueryKeys,
@@ -61,6 +65,12 @@ ROLES = (ULTRAPEER, LEAF, LEGACY)
 NO_HOPS_FLOW = 256
 #: The vendor messages we answer, listed in our Messages Supported.
 SUPPORTED_VENDOR_MESSAGES = (HOPS_FLOW,)
+#: Distinct vendor message labels counted per peer; the rest go under
+#: "other" (a peer inventing vendor codes must not grow our memory).
+MAX_VENDOR_LABELS = 64
+#: Bye code for a peer cut off for flooding: the Bye-Packet proposal's 4xx
+#: ("the User did something wrong"); there is no dedicated code.
+FLOOD_BYE_CODE = 400
 
 PING = MessageType.PING
 PONG = MessageType.PONG
@@ -82,6 +92,9 @@ def _seen_key(guid: bytes, kind: int) -> object:
     return guid if kind == QUERY else (guid, kind)
 
 
+_owner = itemgetter(0)
+
+
 class RouteTable:
     """Key -> (peer id, time recorded), expiring entry by entry after `max_age` seconds.
 
@@ -91,14 +104,31 @@ class RouteTable:
     bounds memory whatever the traffic: past it the oldest entries go, a
     sixty-fourth of the table at a time so that a table at its bound does not
     pay a walk past freshly deleted slots on every insert.
+
+    No one peer may crowd the others out: while one owns more than
+    `max_share` of `max_entries`, a full table evicts that peer's own oldest
+    entries instead of everyone's oldest (`evicted_over_share` counts
+    them).  A lone busy neighbour is routed as before (its entries are the
+    oldest anyway); a flooding one only churns its own routes.
+
+    Ownership costs an insert nothing: `owned` (entries per peer id) is
+    brought up to date in bulk, at C speed, from the entries added since the
+    last count (the end of the dict) when it is needed: at the bound, on
+    `set()`, and by `count_owners()`.
     """
 
-    def __init__(self, max_age: float, max_entries: int) -> None:
+    def __init__(self, max_age: float, max_entries: int, max_share: float = 1.0) -> None:
         self.max_age = max_age
         self.max_entries = max_entries
+        self.max_share = max_share
         self._entries: dict[object, tuple[int, float]] = {}
+        #: Entries per peer id, for the first `_counted` entries (peers with
+        #: none are absent); `count_owners()` makes it cover them all.
+        self.owned: dict[int, int] = {}
+        self._counted = 0
         self.expired = 0
         self.evicted = 0
+        self.evicted_over_share = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -116,7 +146,11 @@ class RouteTable:
     def set(self, key: object, peer_id: int, now: float) -> None:
         """Record or refresh a route (push routes follow the latest query hit)."""
         entries = self._entries
-        entries.pop(key, None)
+        if key in entries:
+            # Wherever the old entry sits, it must be counted to be uncounted.
+            self.count_owners()
+            self._disown(entries.pop(key)[0], 1)
+            self._counted -= 1
         entries[key] = (peer_id, now)
         if len(entries) > self.max_entries:
             self._bound()
@@ -127,6 +161,31 @@ class RouteTable:
             return None
         return entry[0]
 
+    def count_owners(self) -> dict[int, int]:
+        """`owned`, brought up to date (counts the entries added since the last call)."""
+        entries = self._entries
+        fresh = len(entries) - self._counted
+        if fresh > 0:
+            owned = self.owned
+            added = Counter(map(_owner, islice(reversed(entries.values()), fresh)))
+            for peer_id, count in added.items():
+                owned[peer_id] = owned.get(peer_id, 0) + count
+        self._counted = len(entries)
+        return self.owned
+
+    def share_of(self, peer_id: int) -> float:
+        """The fraction of `max_entries` that `peer_id` owns."""
+        owned = self.count_owners()
+        return owned.get(peer_id, 0) / self.max_entries if self.max_entries else 0.0
+
+    def _disown(self, peer_id: int, count: int) -> None:
+        owned = self.owned
+        left = owned.get(peer_id, 0) - count
+        if left > 0:
+            owned[peer_id] = left
+        else:
+            owned.pop(peer_id, None)
+
     def expire(self, now: float) -> int:
         cutoff = now - self.max_age
         entries = self._entries
@@ -135,6 +194,13 @@ class RouteTable:
             if recorded >= cutoff:
                 break
             stale.append(key)
+        counted = min(len(stale), self._counted)
+        if counted:
+            # The front of the dict is the counted part: uncount what goes.
+            gone = Counter(entries[key][0] for key in stale[:counted])
+            for peer_id, count in gone.items():
+                self._disown(peer_id, count)
+            self._counted -= counted
         for key in stale:
             del entries[key]
         self.expired += len(stale)
@@ -142,13 +208,41 @@ class RouteTable:
 
     def _bound(self) -> None:
         entries = self._entries
-        excess = len(entries) - self.max_entries
-        if excess <= 0:
-            return
-        oldest = list(islice(entries, excess + self.max_entries // 64))
-        for key in oldest:
-            del entries[key]
-        self.evicted += len(oldest)
+        while len(entries) > self.max_entries:
+            batch = len(entries) - self.max_entries + self.max_entries // 64
+            owned = self.count_owners()
+            front = Counter(map(_owner, islice(entries.values(), batch)))
+            hog = max(owned, key=owned.__getitem__)
+            over = owned[hog] > self.max_share * self.max_entries
+            if over and front.get(hog, 0) < batch:
+                # Over its share: the hog's own oldest go, nobody else's.  A
+                # walk from the front (time order) past other peers' entries;
+                # it finds `batch` of the hog's unless the bound itself just
+                # shrank a lot (then the next round goes by age).
+                oldest = []
+                for key, (peer_id, _) in entries.items():
+                    if peer_id == hog:
+                        oldest.append(key)
+                        if len(oldest) >= batch:
+                            break
+                for key in oldest:
+                    del entries[key]
+                self._disown(hog, len(oldest))
+                self.evicted_over_share += len(oldest)
+                self.evicted += len(oldest)
+                self._counted = len(entries)
+                continue
+            # Everyone's oldest (all the hog's own when it holds the front,
+            # as a lone busy neighbour does).
+            oldest = list(islice(entries, batch))
+            for key in oldest:
+                del entries[key]
+            for peer_id, count in front.items():
+                self._disown(peer_id, count)
+            if over:
+                self.evicted_over_share += len(oldest)
+            self._counted = len(entries)
+            self.evicted += len(oldest)
 
 
 @dataclass
@@ -214,6 +308,24 @@ class RoutingRules:
     pongs_per_ping: int = 10
     ping_rate_per_peer: float = 1.0
     ping_burst_per_peer: int = 5
+    #: Pings refused by the rate limit that get a peer cut off (Bye 400)
+    #: when more arrive within `ping_flood_window` seconds: 1000 in 10 s is
+    #: a peer pinging at 100 times its budget for ten seconds.  Today's
+    #: servents ping every few seconds at most (keepalives, pong-cache
+    #: refreshes); a 0.4-era neighbour relaying everyone's pings (what the
+    #: synthetic traces model: ~12 pings/s per link, bursts of 50 in a
+    #: second) stays far below, even replayed at 10x.  A refused ping costs
+    #: little (it leaves no route behind); this is for the peer that only
+    #: floods (the attack ran at 10,000/s).  0 never cuts a peer off.
+    ping_flood_refusals: int = 1000
+    ping_flood_window: float = 10.0
+    #: Largest share of `route_table_max` one peer may own before a full
+    #: table evicts its routes rather than everyone's (see `RouteTable`):
+    #: one neighbour flooding new GUIDs (queries, pings, pushes) can then
+    #: only churn its own routes, and the others keep 75% of the table.
+    route_share_max: float = 0.25
+    #: Table size cap and RESET / update pacing per peer (see `QrpLimits`).
+    qrp_limits: QrpLimits = DEFAULT_QRP_LIMITS
     #: A leaf that has not sent a complete route table yet gets queries as
     #: before QRP (flooded per TTL); once it has one, only what it matches.
     flood_tableless_leaves: bool = True
@@ -263,9 +375,12 @@ class PeerRouting:
     """What routing knows of one neighbour: role, route table, flow control, counters."""
 
     __slots__ = (
+        "closing",
         "hops_flow",
         "id",
         "messages_supported_sent",
+        "ping_refusals",
+        "ping_refusals_since",
         "qrp",
         "qrp_updates_sent",
         "queries_sent",
@@ -273,6 +388,7 @@ class PeerRouting:
         "sent_table",
         "sent_table_at",
         "supported_vendor_messages",
+        "table",
         "up_qrp",
         "vendor_messages",
         "vendor_messages_enabled",
@@ -284,6 +400,15 @@ class PeerRouting:
         self.role = role
         self.hops_flow = NO_HOPS_FLOW
         self.qrp: QrpReceiver | None = None
+        #: The route table queries are matched against: the receiver's last
+        #: complete table, swapped in under the routing lock once built.
+        self.table: QrpTable | None = None
+        #: A close was decided (a limit was crossed): further messages are
+        #: dropped without another close.
+        self.closing = False
+        #: Pings refused by the rate limit in the current flood window.
+        self.ping_refusals = 0
+        self.ping_refusals_since = float("-inf")
         #: Whether the peer said it speaks vendor messages (Vendor-Message header).
         self.vendor_messages_enabled = vendor_messages
         #: Whether it exchanges route tables between ultrapeers (X-Ultrapeer-Query-Routing).
@@ -304,12 +429,14 @@ class PeerRouting:
     def leaf(self) -> bool:
         return self.role == LEAF
 
-    @property
-    def table(self) -> QrpTable | None:
-        return self.qrp.table if self.qrp is not None else None
-
     def withhold(self, reason: str) -> None:
         self.withheld[reason] = self.withheld.get(reason, 0) + 1
+
+    def count_vendor_message(self, label: str) -> None:
+        counts = self.vendor_messages
+        if label not in counts and len(counts) >= MAX_VENDOR_LABELS:
+            label = "other"
+        counts[label] = counts.get(label, 0) + 1
 
     def snapshot(self) -> dict[str, object]:
         table = self.table
@@ -323,6 +450,7 @@ class PeerRouting:
                     "set": table.set_count,
                     "fill": round(table.fill_ratio, 4),
                     "tables_installed": receiver.tables_installed if receiver else 0,
+                    "bytes": receiver.nbytes if receiver else table.nbytes,
                 }
                 if table is not None
                 else None
@@ -337,7 +465,42 @@ class PeerRouting:
                 else None
             ),
             "qrp_updates_sent": self.qrp_updates_sent,
+            "ping_refusals": self.ping_refusals,
         }
+
+
+@dataclass
+class QrpUpdatePlan:
+    """Ultrapeer neighbours due a QRP update, with what each last got, and our merged table."""
+
+    merged: str
+    due: list[tuple[PeerRouting, str | None]]
+
+
+#: `_route_reply` outcomes for a reply that answers nothing we routed.
+_UNSOLICITED = frozenset({"no-route", "reply-to-sender"})
+
+
+class PendingQrp:
+    """One QRP message on its way through `Router.process_qrp` / `commit_qrp`."""
+
+    __slots__ = ("body", "decision", "error", "info", "now", "table")
+
+    def __init__(
+        self,
+        info: PeerRouting,
+        body: RouteTableReset | RouteTablePatch,
+        now: float,
+        decision: Decision,
+    ) -> None:
+        self.info = info
+        self.body = body
+        self.now = now
+        self.decision = decision
+        #: The table the message completed, to install.
+        self.table: QrpTable | None = None
+        #: An unexpected exception applying it (a bug): the caller logs it.
+        self.error: Exception | None = None
 
 
 class Router:
@@ -362,8 +525,8 @@ class Router:
         self.rules = rules
         self._own_pong = own_pong
         self._clock = clock
-        self.seen = RouteTable(rules.route_ttl, rules.route_table_max)
-        self.push_routes = RouteTable(rules.route_ttl, rules.route_table_max)
+        self.seen = RouteTable(rules.route_ttl, rules.route_table_max, rules.route_share_max)
+        self.push_routes = RouteTable(rules.route_ttl, rules.route_table_max, rules.route_share_max)
         self.pong_cache = PongCache(rules.pong_cache_size)
         self._peers: set[int] = set()
         self._info: dict[int, PeerRouting] = {}
@@ -378,6 +541,17 @@ class Router:
         self._last_ping_forward = float("-inf")
         self._merged: str | None = None  # union of the leaves' tables, for our ultrapeers
         self.qrp_errors = 0
+        #: Peers cut off for crossing a limit, by limit ("ping-flood",
+        #: "qrp-table-too-large", "qrp-reset-rate", "qrp-update-rate").
+        self.cutoffs: dict[str, int] = {}
+        #: When set (the router stage does), QRP messages are only queued by
+        #: `route()`; the caller applies them outside its lock with
+        #: `take_qrp_pending()` / `process_qrp()` / `commit_qrp()`, so a big
+        #: table never holds up query routing.  `qrp_deferred` counts the
+        #: queued ones, for the caller to notice there is work.
+        self.defer_qrp = False
+        self.qrp_deferred = 0
+        self._qrp_pending: list[PendingQrp] = []
 
     # -- neighbours ------------------------------------------------------
 
@@ -447,10 +621,32 @@ class Router:
         for table in (self.seen, self.push_routes):
             table.max_age = rules.route_ttl
             table.max_entries = rules.route_table_max
+            table.max_share = rules.route_share_max
         self.pong_cache.size = rules.pong_cache_size
         for info in self._info.values():
             self._classify(info)
         self._merged = None
+
+    def limit_counters(self) -> dict[str, object]:
+        """What the routing limits did: peers cut off, by limit, and routes
+        evicted because their peer held more than its share of a table.
+
+        Reads counters only (safe from another thread, as the metrics
+        snapshot calls it): no count is brought up to date here.
+        """
+        return {
+            "cutoffs": dict(self.cutoffs),
+            "routes_evicted_over_share": self.seen.evicted_over_share,
+            "push_routes_evicted_over_share": self.push_routes.evicted_over_share,
+        }
+
+    def _cut_off(self, info: PeerRouting, limit: str, code: int, reason: str) -> Decision:
+        """A dropped message whose sender is closed with Bye `code` for crossing `limit`."""
+        info.closing = True
+        self.cutoffs[limit] = self.cutoffs.get(limit, 0) + 1
+        decision = _drop(limit)
+        decision.close = (code, reason)
+        return decision
 
     def counts(self) -> dict[str, int]:
         found = dict.fromkeys(ROLES, 0)
@@ -499,10 +695,16 @@ class Router:
         A neighbour gets our merged table as soon as it is up, then a patch
         when it changed, at most every `qrp_update_interval` seconds
         (gtk-gnutella settled on 5 minutes: inter-ultrapeer QRP traffic is
-        not worth more).
+        not worth more).  The three steps are public so that a caller with
+        a lock holds it only for the first and last (the router stage):
+        `plan_qrp_updates()` (who is due, the merged table),
+        `build_qrp_updates()` (deflating the patches, pure) and
+        `finish_qrp_updates()` (recording what was sent).
         """
+        return self.finish_qrp_updates(self.build_qrp_updates(self.plan_qrp_updates(now)))
+
+    def plan_qrp_updates(self, now: float | None = None) -> QrpUpdatePlan:
         now = self._clock() if now is None else now
-        sends: list[tuple[Message, list[int]]] = []
         due = [
             info
             for info in self._info.values()
@@ -514,17 +716,33 @@ class Router:
             )
         ]
         if not due:
-            return sends
-        merged = self.merged_table()
+            return QrpUpdatePlan("", [])
         for info in due:
-            bodies = build_update(info.sent_table, merged)
             info.sent_table_at = now
-            if not bodies:
-                continue
+        return QrpUpdatePlan(self.merged_table(), [(info, info.sent_table) for info in due])
+
+    @staticmethod
+    def build_qrp_updates(
+        plan: QrpUpdatePlan,
+    ) -> list[tuple[PeerRouting, str, list[Message]]]:
+        built = []
+        for info, sent in plan.due:
+            bodies = build_update(sent, plan.merged)
+            if bodies:
+                messages = [Message.from_body(new_guid(), 1, 0, body) for body in bodies]
+                built.append((info, plan.merged, messages))
+        return built
+
+    def finish_qrp_updates(
+        self, built: list[tuple[PeerRouting, str, list[Message]]]
+    ) -> list[tuple[Message, list[int]]]:
+        sends: list[tuple[Message, list[int]]] = []
+        for info, merged, messages in built:
+            if self._info.get(info.id) is not info:
+                continue  # gone meanwhile
             info.sent_table = merged
             info.qrp_updates_sent += 1
-            for body in bodies:
-                sends.append((Message.from_body(new_guid(), 1, 0, body), [info.id]))
+            sends.extend((message, [info.id]) for message in messages)
         return sends
 
     # -- routing ---------------------------------------------------------
@@ -569,10 +787,10 @@ class Router:
 
     def _flood(self, source: int, message: Message, kind: int) -> Decision:
         now = self._clock()
-        if not self.seen.add_if_new(_seen_key(message.guid, kind), source, now):
-            return _drop("duplicate")
         if message.ttl == 0:
             return _drop("ttl-expired")
+        if not self.seen.add_if_new(_seen_key(message.guid, kind), source, now):
+            return _drop("duplicate")
         ttl, hops = self._next_ttl(message)
         if ttl <= 0:
             return _drop("ttl-expired")
@@ -582,10 +800,10 @@ class Router:
         return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
 
     def _route_query(self, source: int, message: Message, now: float) -> Decision:
+        if message.ttl == 0:
+            return _drop("ttl-expired")  # before recording: a dead query holds no route
         if not self.seen.add_if_new(message.guid, source, now):  # _seen_key(guid, QUERY)
             return _drop("duplicate")
-        if message.ttl == 0:
-            return _drop("ttl-expired")
         ttl, hops = self._next_ttl(message)
         if not self._checked:  # the common case: nobody needs a look
             if ttl <= 0:
@@ -663,29 +881,90 @@ class Router:
         info = self._info.get(source)
         if info is None:
             return _drop("peer-unknown")
+        if info.closing:
+            return _drop("closing")
         if not isinstance(body, RouteTableReset | RouteTablePatch):
             try:
                 body = decode_qrp(message.payload)
             except ProtocolError as error:
+                info.closing = True
+                self.qrp_errors += 1
                 decision = _drop("qrp-invalid")
                 decision.close = (QRP_BYE_CODE, str(error))
                 return decision
         assert isinstance(body, RouteTableReset | RouteTablePatch)
         if info.qrp is None:
-            info.qrp = QrpReceiver()
-        try:
-            installed = info.qrp.handle(body)
-        except QrpError as error:
-            self.qrp_errors += 1
-            decision = _drop("qrp-invalid")
-            decision.close = (QRP_BYE_CODE, str(error))
+            info.qrp = QrpReceiver(limits=self.rules.qrp_limits)
+        decision = Decision("consumed", "qrp-reset" if isinstance(body, RouteTableReset) else "qrp")
+        pending = PendingQrp(info, body, self._clock(), decision)
+        if self.defer_qrp:
+            self._qrp_pending.append(pending)
+            self.qrp_deferred += 1
             return decision
-        if not installed:
-            return Decision("consumed", "qrp-reset" if isinstance(body, RouteTableReset) else "qrp")
-        self._classify(info)
-        if info.leaf:
-            self._merged = None
-        return Decision("consumed", "qrp-table")
+        self.commit_qrp(self.process_qrp([pending]))
+        return decision
+
+    def take_qrp_pending(self) -> list[PendingQrp]:
+        """The QRP messages `route()` queued (with `defer_qrp`), in arrival order."""
+        pending = self._qrp_pending
+        self._qrp_pending = []
+        return pending
+
+    @staticmethod
+    def process_qrp(pending: list[PendingQrp]) -> list[PendingQrp]:
+        """Apply queued QRP messages to their peers' receivers: the costly part.
+
+        Touches nothing but each peer's `QrpReceiver` and the decisions
+        (made final here: "qrp-table" when a table completes, a drop with a
+        close when a message breaks the protocol or a limit), so it runs
+        outside the routing lock; calls must not overlap each other (they
+        would interleave one peer's sequence).  Returns what
+        `commit_qrp()` needs.
+        """
+        failed: set[int] = set()
+        for item in pending:
+            info, decision = item.info, item.decision
+            receiver = info.qrp
+            if info.closing or info.id in failed or receiver is None:
+                decision.action, decision.reason = "dropped", "closing"
+                continue
+            try:
+                installed = receiver.handle(item.body, item.now)
+            except QrpError as error:
+                failed.add(info.id)
+                decision.action = "dropped"
+                decision.reason = error.limit if isinstance(error, QrpLimitError) else "qrp-invalid"
+                decision.close = (QRP_BYE_CODE, str(error))
+                continue
+            except Exception as error:  # a bug: it costs this peer only
+                failed.add(info.id)
+                item.error = error
+                decision.action, decision.reason = "dropped", "qrp-error"
+                decision.close = (500, "Internal error applying a QRP update")
+                continue
+            if installed and receiver.table is not None:
+                decision.reason = "qrp-table"
+                item.table = receiver.table
+                if info.leaf:
+                    # The merge for our ultrapeers reads this fold: make it
+                    # here rather than under the lock.
+                    item.table.folded_mask(UP_TABLE_BITS)
+        return pending
+
+    def commit_qrp(self, processed: list[PendingQrp]) -> None:
+        """Install what `process_qrp()` completed (under the routing lock: cheap)."""
+        for item in processed:
+            info, decision = item.info, item.decision
+            if decision.close is not None:
+                self.qrp_errors += 1
+                info.closing = True
+                if decision.reason not in ("qrp-invalid", "qrp-error", None):
+                    self.cutoffs[decision.reason] = self.cutoffs.get(decision.reason, 0) + 1
+            elif item.table is not None and self._info.get(info.id) is info:
+                info.table = item.table
+                self._classify(info)
+                if info.leaf:
+                    self._merged = None
 
     def _route_vendor(self, source: int, message: Message, body: object) -> Decision:
         info = self._info.get(source)
@@ -695,8 +974,7 @@ class Router:
         if not isinstance(vendor_message, VendorMessage):
             return _drop("vendor-malformed")
         key = (vendor_message.vendor, vendor_message.selector, vendor_message.version)
-        label = vendor_label(*key)
-        info.vendor_messages[label] = info.vendor_messages.get(label, 0) + 1
+        info.count_vendor_message(vendor_label(*key))
         if key[:2] == MESSAGES_SUPPORTED[:2]:
             try:
                 supported = MessagesSupported.decode(vendor_message.data)
@@ -724,14 +1002,17 @@ class Router:
         if rules.ping_mode == "flood":
             return self._flood(source, message, PING)
         now = self._clock()
-        if not self.seen.add_if_new((message.guid, PING), source, now):
-            return _drop("duplicate")
+        # The budget first: a refused ping must leave no trace in the route
+        # table, or one peer's flood of fresh GUIDs fills it (and evicts
+        # everyone's routes) without ever being answered.
         budget = self._ping_budgets.get(source)
         if budget is None:
             budget = TokenBucket(rules.ping_rate_per_peer, rules.ping_burst_per_peer, now)
             self._ping_budgets[source] = budget
         if not budget.take(now):
-            return _drop("ping-rate")
+            return self._ping_refused(source, now)
+        if not self.seen.add_if_new((message.guid, PING), source, now):
+            return _drop("duplicate")
         reply_ttl = message.hops + 1
         to_source = [source]
         own = Message.from_body(message.guid, reply_ttl, 0, self._own_pong())
@@ -754,6 +1035,26 @@ class Router:
                 decision.sends.append((message.forwarded(ttl, hops), targets))
         return decision
 
+    def _ping_refused(self, source: int, now: float) -> Decision:
+        """A ping over budget; past `ping_flood_refusals` in a window, the peer is cut off."""
+        info = self._info.get(source)
+        if info is None or info.closing:
+            return _drop("ping-rate")
+        rules = self.rules
+        if now - info.ping_refusals_since > rules.ping_flood_window:
+            info.ping_refusals_since = now
+            info.ping_refusals = 0
+        info.ping_refusals += 1
+        if info.ping_refusals <= rules.ping_flood_refusals or not rules.ping_flood_refusals:
+            return _drop("ping-rate")
+        return self._cut_off(
+            info,
+            "ping-flood",
+            FLOOD_BYE_CODE,
+            f"Ping flood: {info.ping_refusals} pings over the rate limit "
+            f"({rules.ping_rate_per_peer:g}/s) within {rules.ping_flood_window:g}s",
+        )
+
     def _route_reply(self, source: int, message: Message, request_kind: int) -> Decision:
         target = self.seen.lookup(_seen_key(message.guid, request_kind), self._clock())
         if target is None:
@@ -773,31 +1074,39 @@ class Router:
     def _route_pong(self, source: int, message: Message, body: object) -> Decision:
         pong = body if isinstance(body, Pong) else message.body()
         assert isinstance(pong, Pong)
-        now = self._clock()
-        self.pong_cache.add(pong, message.hops + 1, source, now)
         decision = self._route_reply(source, message, PING)
+        if decision.reason in _UNSOLICITED:
+            # Not an answer to any ping we saw: neither the pong cache nor
+            # the host cache takes it (both are shared by every peer).
+            return decision
+        self.pong_cache.add(pong, message.hops + 1, source, self._clock())
         if pong.port and pong.ip != "0.0.0.0":
             decision.learned_hosts = [(pong.ip, pong.port)]
         return decision
 
     def _route_query_hit(self, source: int, message: Message, body: object) -> Decision:
+        decision = self._route_reply(source, message, QUERY)
+        if decision.reason in _UNSOLICITED:
+            return decision  # answers no query we saw: it teaches no push route
         servent_id = (
             body.servent_id
             if isinstance(body, QueryHit)
             else QueryHit.servent_id_of(message.payload)
         )
         self.push_routes.set(servent_id, source, self._clock())
-        return self._route_reply(source, message, QUERY)
+        return decision
 
     def _route_push(self, source: int, message: Message, body: object) -> Decision:
         push = body if isinstance(body, Push) else message.body()
         assert isinstance(push, Push)
         now = self._clock()
-        if not self.seen.add_if_new((message.guid, PUSH), source, now):
-            return _drop("duplicate")
+        # Only a push we can route is recorded: one with an unknown servent
+        # ID would otherwise cost a route-table entry per fresh GUID.
         target = self.push_routes.lookup(push.servent_id, now)
         if target is None:
             return _drop("no-push-route")
+        if not self.seen.add_if_new((message.guid, PUSH), source, now):
+            return _drop("duplicate")
         if target == source:
             return _drop("reply-to-sender")
         if target not in self._peers:

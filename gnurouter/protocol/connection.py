@@ -10,13 +10,24 @@ reads or writes a socket. A `ProtocolError` from `receive_data()` means the
 link is unusable: send a Bye with `error.bye_code` if the handshake is over
 (`send_bye()`), then close. Once raised, the same error is raised again by
 every later `receive_data()`.
+
+A deflated link is inflated against an `InflateBudget` (ratio and rate, see
+`gnurouter.protocol.deflate`); pass the caller's monotonic clock as
+`receive_data(data, now=...)` for the rate bound to apply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gnurouter.protocol.deflate import DEFAULT_MAX_INFLATE_CHUNK, Deflater, Inflater
+from gnurouter.protocol.deflate import (
+    DEFAULT_INFLATE_LIMITS,
+    DEFAULT_MAX_INFLATE_CHUNK,
+    Deflater,
+    InflateBudget,
+    InflateLimits,
+    Inflater,
+)
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.framer import (
     DEFAULT_MAX_TTL_PLUS_HOPS,
@@ -62,11 +73,15 @@ class PeerConnection:
         handshake_limits: HandshakeLimits = DEFAULT_HANDSHAKE_LIMITS,
         max_ttl_plus_hops: int = DEFAULT_MAX_TTL_PLUS_HOPS,
         max_inflate_chunk: int = DEFAULT_MAX_INFLATE_CHUNK,
+        inflate_limits: InflateLimits = DEFAULT_INFLATE_LIMITS,
     ) -> None:
         self.role = role
         self.handshake = Handshake(role, handshake_limits)
         self._framer = MessageFramer(payload_limits, max_ttl_plus_hops=max_ttl_plus_hops)
+        if inflate_limits.max_rate and inflate_limits.rate_burst < max_inflate_chunk:
+            raise ValueError("inflate rate_burst must hold one full read (max_inflate_chunk)")
         self._max_inflate_chunk = max_inflate_chunk
+        self._inflate_limits = inflate_limits
         self._inflater: Inflater | None = None
         self._deflater: Deflater | None = None
         self._established = False
@@ -89,6 +104,11 @@ class PeerConnection:
     @property
     def deflate_in(self) -> bool:
         return self._inflater is not None
+
+    @property
+    def inflate_budget(self) -> InflateBudget | None:
+        """The inflated link's budget (ratio, rate, counters); None if not deflated."""
+        return self._inflater.budget if self._inflater is not None else None
 
     @property
     def deflate_out(self) -> bool:
@@ -135,18 +155,22 @@ class PeerConnection:
             return
         self._established = True
         if result.deflate_in:
-            self._inflater = Inflater(self._max_inflate_chunk)
+            self._inflater = Inflater(self._max_inflate_chunk, InflateBudget(self._inflate_limits))
         if result.deflate_out:
             self._deflater = Deflater()
 
     # -- input ---------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes, now: float | None = None) -> list[Event]:
         """Events for `data`: handshake events, then messages once established.
 
         Bytes following the end of the handshake in the same chunk (the
         initiator's final 200 OK with deflated messages right behind it) are
-        inflated and framed in the same call.
+        inflated and framed in the same call.  `now` (the caller's monotonic
+        clock, seconds) drives the inflate rate bound; without it only the
+        ratio and per-read bounds apply.  A stream past its inflate budget
+        raises `InflateBudgetExceeded` (a `ProtocolError`, Bye 400) before
+        any message of the offending read is framed.
         """
         failed = self.failed
         if failed is not None:
@@ -163,16 +187,16 @@ class PeerConnection:
                 self._streaming = True
                 data = self.handshake.take_leftover()
             if data:
-                events.extend(self._receive_stream(data))
+                events.extend(self._receive_stream(data, now))
         except ProtocolError as error:
             self._failed = error
             raise
         return events
 
-    def _receive_stream(self, data: bytes) -> list[Message]:
+    def _receive_stream(self, data: bytes, now: float | None) -> list[Message]:
         self.stream_bytes_in += len(data)
         if self._inflater is not None:
-            data = self._inflater.decompress(data)
+            data = self._inflater.decompress(data, now)
         self.uncompressed_bytes_in += len(data)
         if not data:
             return []

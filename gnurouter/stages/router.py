@@ -4,10 +4,18 @@ With `query_delay` set, every query holds its thread for that long before it
 is routed, reproducing the bottleneck of the SEDA overload experiment.  The
 delay is spent outside the routing lock, so more threads mean more queries
 in flight, which is exactly what the thread governor exploits.
+
+QRP updates are applied outside the routing lock too (`Router.defer_qrp`):
+routing only queues them; after the run, `_settle_qrp` applies them to the
+peers' receivers under a lock of their own and takes the routing lock again
+just to swap the finished tables in.  A peer that crosses a limit (ping
+flood, QRP size or pace) is closed with the Bye its decision carries, and
+logged with its address.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +36,10 @@ from gnurouter.protocol.messages import Message, MessageType
 from gnurouter.routing import ULTRAPEER, Decision, Router
 from gnurouter.seda.stage import Sink, Stage, report_failure
 
+log = logging.getLogger(__name__)
+
 QUERY = MessageType.QUERY
+QRP = MessageType.QRP
 ESTABLISHED = PeerState.ESTABLISHED
 
 
@@ -56,6 +67,12 @@ class RouterHandler:
         self.handshake_timeout = handshake_timeout
         self._sleep = sleep
         self._lock = threading.Lock()
+        # Serialises QRP work (one peer's sequence must be applied in order)
+        # without holding up routing; taken before `_lock`, never inside it.
+        self._qrp_lock = threading.Lock()
+        router.defer_qrp = True
+        #: Peers this stage closed for crossing a routing limit, by limit.
+        self.cutoffs: dict[str, int] = {}
         self.stage: Stage | None = None
         # Called with (event, decision) after every routing decision, on the
         # router stage's thread: tests await them, recorders tap them.
@@ -103,7 +120,11 @@ class RouterHandler:
                     if event.message.type == QUERY:
                         self._sleep(self.query_delay)
                     with self._lock:
+                        deferred = router.qrp_deferred
                         decision = router.route(event.peer.id, event.message, event.body)
+                        queued = router.qrp_deferred != deferred
+                    if queued:
+                        self._settle_qrp()
                     self._apply(event, decision, sends, log, time.time(), {})
                 except Exception as error:
                     report_failure(self.stage, event, error)
@@ -115,6 +136,7 @@ class RouterHandler:
         decided = decisions.append
         failed: list[tuple[MessageArrived, Exception]] = []
         with self._lock:
+            deferred = router.qrp_deferred
             now = router.now()
             for event in run:
                 try:
@@ -123,6 +145,17 @@ class RouterHandler:
                 except Exception as error:
                     decided(None)
                     failed.append((event, error))
+            queued = router.qrp_deferred != deferred
+        if queued:
+            # QRP messages were queued: make their decisions final (and
+            # install finished tables) before applying them.
+            try:
+                self._settle_qrp()
+            except Exception as error:
+                for index, event in enumerate(run):
+                    if event.message.type == QRP:
+                        decisions[index] = None
+                        report_failure(self.stage, event, error)
         for event, routing_error in failed:
             report_failure(self.stage, event, routing_error)
         wall_clock = time.time()
@@ -183,9 +216,41 @@ class RouterHandler:
             self.connection.enqueue_housekeeping(ClosePeer(peer, 0, "bye received"))
         elif decision.close is not None:
             code, reason = decision.close
-            self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
+            self._cut_off(peer, decision.reason or "closed", code, reason)
         for observer in self.observers:
             observer(event, decision)
+
+    def _cut_off(self, peer: Peer, limit: str, code: int, reason: str) -> None:
+        """Close `peer` with Bye `code` for what its message did (a limit, a broken update)."""
+        self.cutoffs[limit] = self.cutoffs.get(limit, 0) + 1
+        # As the parser does for its own closes: whatever the peer sends from
+        # now on is not even framed (a flooder's next reads cost nothing).
+        peer.hung_up = True
+        if peer.state not in (PeerState.CLOSING, PeerState.CLOSED):
+            peer.close_reason = peer.close_reason or f"{code} {reason}"
+            log.warning(
+                "peer %s: %s, disconnecting with Bye %d: %s", peer.label, limit, code, reason
+            )
+        self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
+
+    def _settle_qrp(self) -> None:
+        """Apply the QRP messages routing queued: the work outside the routing lock."""
+        router = self.router
+        with self._qrp_lock:
+            with self._lock:
+                pending = router.take_qrp_pending()
+            if not pending:
+                return  # another thread settled them (and holds no decision of ours)
+            processed = router.process_qrp(pending)
+            with self._lock:
+                router.commit_qrp(processed)
+        for item in processed:
+            if item.error is not None:
+                log.error(
+                    "QRP update from peer #%d could not be applied",
+                    item.info.id,
+                    exc_info=(type(item.error), item.error, item.error.__traceback__),
+                )
 
     def _live_peers(self, target_ids: Sequence[int]) -> list[Peer]:
         get_peer = self.peers.get
@@ -217,10 +282,17 @@ class RouterHandler:
 
     def _tick(self, name: str, sends: list[SendMessages]) -> None:
         if name == "routes":
+            router = self.router
             with self._lock:
-                self.router.expire()
-                updates = self.router.qrp_updates()
-            self._send_decided(updates, sends)
+                router.expire()
+                plan = router.plan_qrp_updates()
+            # Deflating patches for our ultrapeers costs milliseconds each:
+            # done outside the routing lock.
+            built = router.build_qrp_updates(plan) if plan.due else []
+            if built:
+                with self._lock:
+                    updates = router.finish_qrp_updates(built)
+                self._send_decided(updates, sends)
             self._close_stalled_handshakes()
         elif name == "keepalive":
             now = time.monotonic()

@@ -165,6 +165,13 @@ class RouterConfig:
     pongs_per_ping: int = 10
     ping_rate_per_peer: float = 1.0
     ping_burst_per_peer: int = 5
+    # Hostile peers (reasons in docs/security.md and the named classes).
+    ping_flood_refusals: int = 1000  # refused pings in ping_flood_window that cut a peer off
+    ping_flood_window: float = 10.0
+    route_share_max: float = 0.25  # of a full route table, per peer (RouteTable)
+    qrp_max_slots: int = 1 << 21  # gtk-gnutella's MAX_TABLE_BITS (QrpLimits)
+    inflate_max_ratio: float = 100.0  # inflated / compressed (InflateLimits)
+    inflate_max_rate: int = 8 * 1024 * 1024  # inflated bytes per second per link
     max_malformed_per_peer: int = 50
     keepalive_interval: float = 30.0
     handshake_timeout: float = 20.0
@@ -257,6 +264,18 @@ class RouterConfig:
             raise ConfigError("keepalive_interval must be at least 1s")
         if not 0.1 <= self.handshake_timeout <= 600.0:
             raise ConfigError(f"handshake_timeout: {self.handshake_timeout}s is outside 100ms..10m")
+        IntRange(0, 100_000_000).check("ping_flood_refusals", self.ping_flood_refusals)
+        if not 0.1 <= self.ping_flood_window <= 3600.0:
+            raise ConfigError(f"ping_flood_window: {self.ping_flood_window}s is outside 100ms..1h")
+        if not 0.01 <= self.route_share_max <= 1.0:  # NaN fails too
+            raise ConfigError(f"route_share_max: {self.route_share_max} is outside 0.01..1")
+        if self.qrp_max_slots not in [1 << bits for bits in range(13, 25)]:
+            raise ConfigError(
+                f"qrp_max_slots: {self.qrp_max_slots} is not a power of two from 8192 to 2^24"
+            )
+        if not 1.0 <= self.inflate_max_ratio <= 100_000.0:
+            raise ConfigError(f"inflate_max_ratio: {self.inflate_max_ratio} is outside 1..100000")
+        IntRange(1024 * 1024, 1 << 34).check("inflate_max_rate", self.inflate_max_rate)
         IntRange(1, 100_000).check("max_handshakes", self.max_handshakes)
         IntRange(1, 100_000).check("max_handshakes_per_address", self.max_handshakes_per_address)
         if not 1.0 <= self.flow_control_timeout <= 3600.0:
@@ -326,6 +345,7 @@ _DURATION_FIELDS = {
     "response_target",
     "handshake_timeout",
     "flow_control_timeout",
+    "ping_flood_window",
     "query_delay",
     "hosts_save_interval",
     "qrp_update_interval",

@@ -195,6 +195,7 @@ def snapshot(service: RouterService) -> dict[str, Any]:
             "leaf_guidance_declined": service.policy.leaf_guidance_declined,
             "qrp_errors": routing.qrp_errors,
             "rejected": dict(service.peers.rejected),
+            "limits": routing.limit_counters(),
             "handshakes": {
                 "open": len(service.handshakes),
                 "limit": service.handshakes.limit,

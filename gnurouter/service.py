@@ -29,8 +29,10 @@ from gnurouter.network import GnutellaFactory, OutgoingFactory
 from gnurouter.packetlog import PacketLog
 from gnurouter.peers import Peer, PeerState, PeerTable
 from gnurouter.protocol.connection import PeerConnection
+from gnurouter.protocol.deflate import DEFAULT_INFLATE_LIMITS
 from gnurouter.protocol.handshake import Role
 from gnurouter.protocol.messages import Pong
+from gnurouter.protocol.qrp import DEFAULT_QRP_LIMITS
 from gnurouter.routing import Router, RoutingRules
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import HANDLER_ERROR, Stage
@@ -70,6 +72,10 @@ def routing_rules(config: RouterConfig) -> RoutingRules:
         pongs_per_ping=config.pongs_per_ping,
         ping_rate_per_peer=config.ping_rate_per_peer,
         ping_burst_per_peer=config.ping_burst_per_peer,
+        ping_flood_refusals=config.ping_flood_refusals,
+        ping_flood_window=config.ping_flood_window,
+        route_share_max=config.route_share_max,
+        qrp_limits=dataclasses.replace(DEFAULT_QRP_LIMITS, max_slots=config.qrp_max_slots),
         flood_tableless_leaves=config.flood_tableless_leaves,
         qrp_update_interval=config.qrp_update_interval,
     )
@@ -99,6 +105,12 @@ class RouterService(service.Service):
         self.executor = ReactorExecutor(reactor)
         self.flow = InputFlowControl([], config.reader_pause_length)
         self.policy = HandshakePolicy(config, self.peers, self.hosts, self.listening_address)
+        self._inflate_limits = dataclasses.replace(
+            DEFAULT_INFLATE_LIMITS,
+            max_ratio=config.inflate_max_ratio,
+            max_rate=config.inflate_max_rate,
+            rate_burst=max(DEFAULT_INFLATE_LIMITS.rate_burst, 2 * config.inflate_max_rate),
+        )
         self.handshakes = HandshakePool(config.max_handshakes, config.max_handshakes_per_address)
         self.conditioning = Conditioning(config)
         self.bootstrap = GWebCacheBootstrap(
@@ -147,7 +159,9 @@ class RouterService(service.Service):
     # -- wiring ----------------------------------------------------------
 
     def _make_connection(self, role: Role) -> PeerConnection:
-        return PeerConnection(role, payload_limits=self.config.payload_limits)
+        return PeerConnection(
+            role, payload_limits=self.config.payload_limits, inflate_limits=self._inflate_limits
+        )
 
     def _bootstrap_hosts(self, hosts: list[tuple[str, int]]) -> None:
         inlet(self.stages, "bootstrap", "catcher").enqueue_housekeeping(

@@ -131,9 +131,10 @@ class ParserHandler:
     def _receive(self, peer: Peer, data: bytes) -> None:
         if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
             return
-        peer.last_heard = time.monotonic()
+        now = time.monotonic()
+        peer.last_heard = now
         try:
-            events = peer.connection.receive_data(data)
+            events = peer.connection.receive_data(data, now)
         except ProtocolError as error:
             self._protocol_error(peer, error)
             return
@@ -173,7 +174,10 @@ class ParserHandler:
         # the connection (a cycle) and the peer's data until a full collection.
         error.__traceback__ = None
         self.protocol_errors += 1
-        peer.counters.drop("protocol-error")
+        # Budget errors say which bound tripped (inflate-ratio, inflate-rate).
+        reason = getattr(error, "limit", "protocol-error")
+        peer.counters.drop(reason)
+        self.peers.reject(reason)
         log.warning("peer %s: protocol error, disconnecting: %s", peer.label, error)
         self._close(peer, error.bye_code, str(error))
 

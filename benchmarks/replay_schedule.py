@@ -95,7 +95,10 @@ def main() -> int:
         # sped up 100x, are not closed: every message of the trace should be
         # sendable, so the count is exact.
         config = Path(tmp) / "router.toml"
-        config.write_text("[router]\nmax_malformed_per_peer = 1000000\nping_flood_refusals = 0\n")
+        config.write_text(
+            "[router]\nmax_malformed_per_peer = 1000000\nping_flood_refusals = 0\n"
+            "control_rate_per_peer = 0\n"
+        )
         command = [sys.executable, "-m", "gnurouter", "run", "--config", str(config),
                    "--listen", f"{HOST}:{port}", "--target-peers", "0", "--max-peers", "1000",
                    "--conditioning", "none", "--log-level", "error",

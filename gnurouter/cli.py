@@ -127,6 +127,19 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="close a neighbour whose socket has taken nothing this long (60s)",
     )
     add(
+        "--control-rate-per-peer",
+        type=float,
+        default=s,
+        help="control messages (pongs, hops-0 pings, QRP, vendor, Bye) per second a link "
+        "may send; 0 = unbounded (1000)",
+    )
+    add(
+        "--ping-flood-refusals",
+        type=int,
+        default=s,
+        help="refused pings within 10s that cut a peer off; 0 = never (1000)",
+    )
+    add(
         "--query-delay",
         default=s,
         metavar="DURATION",

@@ -167,6 +167,10 @@ class RouterConfig:
     ping_burst_per_peer: int = 5
     # Hostile peers (reasons in docs/security.md and the named classes).
     ping_flood_refusals: int = 1000  # refused pings in ping_flood_window that cut a peer off
+    # Control messages (never displaced at the router stage) per link: a
+    # token bucket in the parser; past twice the burst refused, Bye 400.
+    control_rate_per_peer: float = 1000.0  # 0 = unbounded
+    control_burst_per_peer: int = 500
     ping_flood_window: float = 10.0
     route_share_max: float = 0.25  # of a full route table, per peer (RouteTable)
     qrp_max_slots: int = 1 << 21  # gtk-gnutella's MAX_TABLE_BITS (QrpLimits)
@@ -265,6 +269,11 @@ class RouterConfig:
         if not 0.1 <= self.handshake_timeout <= 600.0:
             raise ConfigError(f"handshake_timeout: {self.handshake_timeout}s is outside 100ms..10m")
         IntRange(0, 100_000_000).check("ping_flood_refusals", self.ping_flood_refusals)
+        if not 0.0 <= self.control_rate_per_peer <= 10_000_000.0:  # NaN fails too
+            raise ConfigError(
+                f"control_rate_per_peer: {self.control_rate_per_peer}/s is outside 0..10000000"
+            )
+        IntRange(1, 10_000_000).check("control_burst_per_peer", self.control_burst_per_peer)
         if not 0.1 <= self.ping_flood_window <= 3600.0:
             raise ConfigError(f"ping_flood_window: {self.ping_flood_window}s is outside 100ms..1h")
         if not 0.01 <= self.route_share_max <= 1.0:  # NaN fails too

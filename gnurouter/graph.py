@@ -124,6 +124,8 @@ def _parser(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
         policy=ctx.policy,
         flow=ctx.flow,
         max_malformed_per_peer=ctx.config.max_malformed_per_peer,
+        control_rate=ctx.config.control_rate_per_peer,
+        control_burst=ctx.config.control_burst_per_peer,
     )
 
 

@@ -91,6 +91,8 @@ class Peer:
         self.close_reason: str | None = None
         #: The parser decided to close it: whatever it sends next is ignored.
         self.hung_up = False
+        #: Its control messages' budget (the parser's; None until the first one).
+        self.control_budget: ControlBudget | None = None
         #: Handshake headers whose values we refused (each counted once per peer:
         #: a header read again from the merged blocks is not a second offence).
         self.bad_headers: set[str] = set()
@@ -101,6 +103,35 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"<Peer #{self.id} {self.label} {self.state}>"
+
+
+class ControlBudget:
+    """A token bucket for one link's control messages, and what it refused lately."""
+
+    __slots__ = ("burst", "rate", "refused", "refused_since", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = now
+        self.refused = 0
+        self.refused_since = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        if now - self.refused_since > CONTROL_FLOOD_WINDOW:
+            self.refused, self.refused_since = 0, now
+        self.refused += 1
+        return False
+
+
+#: Refusals are counted over windows of this many seconds (see ControlBudget).
+CONTROL_FLOOD_WINDOW = 10.0
 
 
 class PeerTable:

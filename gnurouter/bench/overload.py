@@ -116,6 +116,10 @@ def router_command(port: int, control_port: int, policy: str) -> list[str]:
         QUERY_DELAY,
         "--ping-mode",
         "flood",
+        # A load generator, not an attacker: its few links carry thousands of
+        # pings and pongs a second each.
+        "--control-rate-per-peer",
+        "0",
         "--conditioning",
         policy,
         "--log-level",

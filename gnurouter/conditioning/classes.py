@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gnurouter.events import MessageArrived
-from gnurouter.protocol.messages import MessageType
+from gnurouter.protocol.messages import Message, MessageType
 
 CONTROL = "control"
 REPLY = "reply"
@@ -37,7 +37,11 @@ _REPLY_TYPES = frozenset({MessageType.QUERY_HIT, MessageType.PUSH})
 def router_class(event: Any) -> str:
     if type(event) is not MessageArrived:
         return CONTROL
-    message = event.message
+    return message_class(event.message)
+
+
+def message_class(message: Message) -> str:
+    """The class a message is served in (and, for CONTROL, never displaced from)."""
     kind = message.type
     if kind == MessageType.QUERY:
         return QUERY

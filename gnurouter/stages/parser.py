@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from gnurouter.conditioning.backpressure import InputFlowControl
+from gnurouter.conditioning.classes import CONTROL, message_class
 from gnurouter.events import (
     ClosePeer,
     ConnectFailed,
@@ -25,7 +26,7 @@ from gnurouter.events import (
     StreamChunk,
 )
 from gnurouter.handshaking import HandshakePolicy, peer_features, peer_role
-from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.peers import ControlBudget, Peer, PeerState, PeerTable
 from gnurouter.protocol.addresses import clean_text, parse_endpoint, parse_endpoints
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.handshake import (
@@ -56,6 +57,8 @@ class ParserHandler:
         policy: HandshakePolicy,
         flow: InputFlowControl,
         max_malformed_per_peer: int,
+        control_rate: float = 0.0,
+        control_burst: int = 500,
     ) -> None:
         self.router = router
         self.connection = connection
@@ -64,6 +67,8 @@ class ParserHandler:
         self.policy = policy
         self.flow = flow
         self.max_malformed_per_peer = max_malformed_per_peer
+        self.control_rate = control_rate
+        self.control_burst = control_burst
         self.stage: Stage | None = None  # set by the graph builder, for drop counting
         self.protocol_errors = 0
         self.malformed = 0
@@ -184,6 +189,30 @@ class ParserHandler:
     def _message(self, peer: Peer, message: Message) -> None:
         counters = peer.counters
         counters.messages_in += 1
+        if self.control_rate and message_class(message) == CONTROL:
+            # Control messages are never displaced at the router stage, so one
+            # link's burst of them could crowd every other link's queries out
+            # of its queue: each link gets a budget here, before the queue.
+            budget = peer.control_budget
+            now = time.monotonic()
+            if budget is None:
+                budget = peer.control_budget = ControlBudget(
+                    self.control_rate, self.control_burst, now
+                )
+            if not budget.take(now):
+                counters.drop("control-rate")
+                if self.stage is not None:
+                    self.stage.count_drop("control-rate", MessageArrived(peer, message, None))
+                if budget.refused > 2 * self.control_burst:
+                    self.peers.reject("control-flood")
+                    log.warning(
+                        "peer %s: %d control messages over its budget (%g/s), disconnecting",
+                        peer.label,
+                        budget.refused,
+                        self.control_rate,
+                    )
+                    self._close(peer, 400, "Control-message flood")
+                return
         try:
             body = self._validate(message)
         except ProtocolError as error:

@@ -16,7 +16,7 @@ from gnurouter.peers import Peer, PeerState
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.handshake import Role
-from gnurouter.protocol.messages import Bye, Message, MessageType, Query, new_guid
+from gnurouter.protocol.messages import Bye, Message, MessageType, Ping, Query, new_guid
 from gnurouter.seda.stage import HANDLER_ERROR, Stage, report_failure
 from tests.conftest import join, wait_for
 from tests.live.helpers import RawPeer, block, parse_block
@@ -303,3 +303,36 @@ async def test_bad_bytes_behind_the_final_ok_still_get_a_bye(start_router: Any) 
     await peer.lost
     [bye] = byes(peer)
     assert bye.code >= 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_control_burst_cannot_crowd_other_links_out_of_the_router_queue(
+    start_router: Any,
+) -> None:
+    # Control messages are never displaced at the router stage; without a
+    # per-link budget one write of 1,505 pings filled its queue (threshold
+    # 1000) and other links' queries were refused as queue-full.
+    router = start_router(deflate=False)
+    sender, receiver = await join(router), await join(router)
+    flooder = await join(router)
+    # Fewer than the query filter's 200 queued queries: nothing is shed as load.
+    honest = [query(f"honest {n}") for n in range(150)]
+    pings = b"".join(Message.from_body(new_guid(), 1, 0, Ping()).encode() for _ in range(1505))
+    for message in honest[:75]:
+        sender.send(message)
+    flooder.transport.write(pings)  # type: ignore[union-attr]
+    for message in honest[75:]:
+        sender.send(message)
+    closed = flooder.closed
+    closed.addTimeout(10, reactor)
+    await closed
+    for message in honest:
+        await receiver.next_message(reactor, lambda m, g=message.guid: m.guid == g)
+    assert router.stages["router"].drop_count("queue-full") == 0
+    # Cut off once refusals pass twice the burst; what follows is ignored.
+    assert router.stages["parser"].drop_count("control-rate") > 2 * 500
+    assert router.peers.rejected["control-flood"] == 1
+    byes = [m.body() for m in flooder.messages_of(MessageType.BYE)]
+    assert [(b.code, b.reason) for b in byes if isinstance(b, Bye)] == [
+        (400, "Control-message flood")
+    ]

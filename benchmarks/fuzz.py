@@ -68,22 +68,13 @@ from typing import Any, cast
 
 from twisted.internet.task import Clock
 
-from gnurouter import controlweb
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.config import RouterConfig
-from gnurouter.control import ControlAPI, ControlError
-from gnurouter.events import (
-    ClosePeer,
-    MessageArrived,
-    PeerJoined,
-    PeerLost,
-    PeerOpened,
-    SendRaw,
-    StreamChunk,
-)
-from gnurouter.handshaking import HandshakePolicy
-from gnurouter.hostcache import HostCache
-from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.edge.service import RouterService
+from gnurouter.mesh.handshaking import HandshakePolicy
+from gnurouter.mesh.hostcache import HostCache
+from gnurouter.mesh.peers import Peer, PeerState, PeerTable
+from gnurouter.ops import controlweb
 from gnurouter.protocol.addresses import format_endpoint, parse_endpoint, parse_endpoints
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.errors import ProtocolError
@@ -118,9 +109,18 @@ from gnurouter.protocol.vendor import (
     MessagesSupported,
     decode_hops_flow,
 )
-from gnurouter.routing import LEAF, LEGACY, ULTRAPEER
-from gnurouter.service import RouterService
+from gnurouter.routing.roles import LEAF, LEGACY, ULTRAPEER
+from gnurouter.seda.tuning import ControlAPI, ControlError
 from gnurouter.stages.catcher import CatcherHandler
+from gnurouter.stages.events import (
+    ClosePeer,
+    MessageArrived,
+    PeerJoined,
+    PeerLost,
+    PeerOpened,
+    SendRaw,
+    StreamChunk,
+)
 from gnurouter.stages.parser import ParserHandler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1426,7 +1426,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
     parse_changes = getattr(controlweb, "parse_changes", None)
     if parse_changes is not None:
         return cast(dict[str, Any], parse_changes(body))
-    # TODO(parse_changes): gnurouter.controlweb.parse_changes(body) is being added;
+    # TODO(parse_changes): gnurouter.ops.controlweb.parse_changes(body) is being added;
     # until it exists this mirrors ParametersResource.render_POST: json.loads, an
     # object required, ValueError (JSONDecodeError, UnicodeDecodeError) answered 400.
     try:

@@ -38,10 +38,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from gnurouter.config import RouterConfig
-from gnurouter.gctuning import tune_for_serving
-from gnurouter.peers import PeerState
+from gnurouter.edge.gctuning import tune_for_serving
+from gnurouter.edge.service import RouterService
+from gnurouter.mesh.peers import PeerState
 from gnurouter.protocol.messages import HEADER_LENGTH, Message, MessageType, encode_all
-from gnurouter.service import RouterService
 
 MAX_QUERIES = 5_000_000
 RECEIVERS = 2

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gnurouter.gctuning import tune_for_serving
+from gnurouter.edge.gctuning import tune_for_serving
 from gnurouter.traces.format import TraceWriter
 from gnurouter.traces.replay import Replayer, ReplayOptions, format_report
 from gnurouter.traces.synth import SynthConfig, Synthesizer

@@ -57,8 +57,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from gnurouter.edge.servent import ServentProtocol
 from gnurouter.protocol.messages import Message, MessageType, Ping, Query, new_guid
-from gnurouter.servent import ServentProtocol
 
 TARGET_RATIO = 0.40
 #: The relays the router is compared with, and the relay script's arguments for each.

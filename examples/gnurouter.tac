@@ -7,7 +7,7 @@ service in the same application (a web UI, a manhole, ...).
 from twisted.application import service
 
 from gnurouter.config import RouterConfig
-from gnurouter.service import RouterService
+from gnurouter.edge.service import RouterService
 
 application = service.Application("gnurouter")
 router = RouterService(RouterConfig(listen=("127.0.0.1", 6346), control_listen=("127.0.0.1", 6347)))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gnurouter.config import ConfigError, RouterConfig, config_from_mapping, load_config_file
-from gnurouter.gctuning import tune_for_serving
+from gnurouter.edge.gctuning import tune_for_serving
 
 PROG = "gnurouter"
 CONTROL_TOKEN_ENV = "GNUROUTER_CONTROL_TOKEN"
@@ -262,11 +262,12 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
 def _run(config: RouterConfig, args: argparse.Namespace | None = None) -> int:
     from twisted.internet import reactor as default_reactor
 
-    from gnurouter.service import RouterService
+    from gnurouter.edge.service import RouterService
+    from gnurouter.traces.record import recorder_for
 
     reactor: Any = default_reactor
 
-    router = RouterService(config)
+    router = RouterService(config, recorder_factory=recorder_for)
     try:
         router.startService()
     except Exception as error:  # e.g. the port is taken

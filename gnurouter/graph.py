@@ -32,17 +32,16 @@ from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import ROUTER_EXPRESS
 from gnurouter.conditioning.policies import ROUTER_STAGE_CLASSES, Conditioning
 from gnurouter.config import RouterConfig
-from gnurouter.handshaking import HandshakePolicy
-from gnurouter.hostcache import HostCache
-from gnurouter.packetlog import PacketLog
-from gnurouter.peers import PeerTable
-from gnurouter.routing import Router
+from gnurouter.mesh.handshaking import HandshakePolicy
+from gnurouter.mesh.hostcache import HostCache
+from gnurouter.mesh.peers import PeerTable
+from gnurouter.routing.router import Router
 from gnurouter.seda.stage import DEFAULT_CLASS, EventHandler, Executor, Sink, Stage
 from gnurouter.stages.catcher import CatcherHandler
 from gnurouter.stages.connection import ConnectionHandler
 from gnurouter.stages.parser import ParserHandler
 from gnurouter.stages.reader import ReaderHandler
-from gnurouter.stages.router import RouterHandler
+from gnurouter.stages.router import PacketSink, RouterHandler
 
 
 @dataclass
@@ -52,14 +51,14 @@ class RouterContext:
     config: RouterConfig
     peers: PeerTable
     routing: Router
-    packet_log: PacketLog
+    packet_log: PacketSink
     hosts: HostCache
     policy: HandshakePolicy
     flow: InputFlowControl
     connect: Callable[[tuple[str, int]], None]
     own_addresses: Callable[[], set[tuple[str, int]]]
     conditioning: Conditioning
-    bootstrap: Any = None  # a gnurouter.bootstrap.GWebCacheBootstrap
+    bootstrap: Any = None  # a gnurouter.mesh.bootstrap.GWebCacheBootstrap
 
 
 HandlerFactory = Callable[[RouterContext, Mapping[str, Sink]], EventHandler]

@@ -11,11 +11,12 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from gnurouter.config import RouterConfig
-from gnurouter.events import MessageArrived
-from gnurouter.routing import Decision
-from gnurouter.servent import ServentProtocol, connect_servent
-from gnurouter.service import RouterService
+from gnurouter.edge.servent import ServentProtocol, connect_servent
+from gnurouter.edge.service import RouterService
+from gnurouter.routing.decisions import Decision
+from gnurouter.stages.events import MessageArrived
 from gnurouter.stages.router import RouterHandler
+from gnurouter.traces.record import recorder_for
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -99,7 +100,12 @@ def start_router() -> Iterator[Callable[..., RouterService]]:
     def start(**overrides: Any) -> RouterService:
         values: dict[str, Any] = {"listen": ("127.0.0.1", 0), "target_peers": 0}
         values.update(overrides)
-        router = RouterService(RouterConfig(**values), reactor=reactor, name=f"r{len(started) + 1}")
+        router = RouterService(
+            RouterConfig(**values),
+            reactor=reactor,
+            name=f"r{len(started) + 1}",
+            recorder_factory=recorder_for,
+        )
         router.startService()
         started.append(router)
         return router

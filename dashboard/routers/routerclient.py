@@ -1,4 +1,4 @@
-"""Talking to a router's control endpoint (gnurouter/controlweb.py) with its token."""
+"""Talking to a router's control endpoint (gnurouter/ops/controlweb.py) with its token."""
 
 from __future__ import annotations
 

@@ -62,6 +62,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gnurouter.edge.servent import ServentProtocol
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.messages import (
@@ -76,7 +77,6 @@ from gnurouter.protocol.messages import (
     RouteTableReset,
     new_guid,
 )
-from gnurouter.servent import ServentProtocol
 
 HOST = "127.0.0.1"
 ATTACKER_AGENT = "gnurouter-attacker/0.1"
@@ -1303,7 +1303,7 @@ class HonestProbe:
         self.total_sent = 0
 
     async def connect(self, host: str, port: int) -> None:
-        from gnurouter.servent import connect_servent
+        from gnurouter.edge.servent import connect_servent
 
         self.a = await connect_servent(
             self.reactor, host, port, keep_inbox=False, on_message=lambda m: self._arrived("a", m)

@@ -3,7 +3,7 @@
     python -m gnurouter.bench.demo_traffic 127.0.0.1:6346 [--peers 3] [--low 20] [--high 160]
         [--period 60] [--duration SECONDS]
 
-Connects `--peers` servents (the real 0.6 handshake, gnurouter.servent) and
+Connects `--peers` servents (the real 0.6 handshake, gnurouter.edge.servent) and
 sends queries from them at a rate that swings between `--low` and `--high`
 per second over `--period` seconds, so a router whose query stage is slower
 than the peak (e.g. `--query-delay 10ms`: 100 queries/s) sees its queue
@@ -47,7 +47,7 @@ class Traffic:
     def connect(self) -> None:
         from twisted.internet import defer
 
-        from gnurouter.servent import connect_servent
+        from gnurouter.edge.servent import connect_servent
 
         if self.connecting or time.monotonic() < self.next_attempt:
             return

@@ -24,6 +24,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 from twisted.internet import defer, task
 
+from gnurouter.edge.servent import ServentProtocol, connect_servent
 from gnurouter.protocol.messages import (
     Message,
     MessageType,
@@ -36,7 +37,6 @@ from gnurouter.protocol.messages import (
     VendorMessage,
     new_guid,
 )
-from gnurouter.servent import ServentProtocol, connect_servent
 
 #: Relative weights of the non-query part of the mix (the trace's shares,
 #: pongs over half; see traces/README.md).  Queries take `query_share`.

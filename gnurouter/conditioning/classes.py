@@ -8,9 +8,6 @@ pongs, byes and query hits that travel beside them.
 
 from __future__ import annotations
 
-from typing import Any
-
-from gnurouter.events import MessageArrived
 from gnurouter.protocol.messages import Message, MessageType
 
 CONTROL = "control"
@@ -32,12 +29,6 @@ _CONTROL_TYPES = frozenset(
     }
 )
 _REPLY_TYPES = frozenset({MessageType.QUERY_HIT, MessageType.PUSH})
-
-
-def router_class(event: Any) -> str:
-    if type(event) is not MessageArrived:
-        return CONTROL
-    return message_class(event.message)
 
 
 def message_class(message: Message) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gnurouter.conditioning.classes import OTHER, QUERY, REPLY, ROUTER_CLASSES, router_class
+from gnurouter.conditioning.classes import OTHER, QUERY, REPLY, ROUTER_CLASSES
 from gnurouter.conditioning.clogged import OutputQueueLimits
 from gnurouter.conditioning.codel import CoDel, CoDelPolicy
 from gnurouter.conditioning.governor import ThreadGovernor
@@ -20,8 +20,8 @@ from gnurouter.conditioning.query_filter import SHED_ORDERS, QueryFilter
 from gnurouter.conditioning.response_time import ResponseTimeController
 from gnurouter.conditioning.thresholds import QueueThreshold
 from gnurouter.config import RouterConfig, parse_policies
-from gnurouter.control import ControlAPI, Parameter
 from gnurouter.seda.stage import Stage
+from gnurouter.seda.tuning import ControlAPI, Parameter
 
 #: Refusal thresholds for the message stages: 1000 is the SEDA experiment's.
 DEFAULT_THRESHOLDS: dict[str, int | None] = {"router": 1000, "connection": 10_000, "catcher": 1000}
@@ -34,9 +34,11 @@ ROUTER_STAGE_CLASSES = (*ROUTER_CLASSES, FIFO)
 
 
 class Conditioning:
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, router_class: Callable[[Any], str]) -> None:
         policies = parse_policies(config.conditioning)
         self.config = config
+        #: The router stage's classifier (which class an event is served in).
+        self.router_class = router_class
         # Shedding and sojourn policies need queries in a queue of their own.
         self.priority_enabled = bool(
             policies & {"priority", "query-filter", "codel", "response-time"}
@@ -94,7 +96,7 @@ class Conditioning:
     # -- classification ----------------------------------------------------
 
     def _classify(self, event: Any) -> str:
-        return router_class(event) if self.priority_enabled else FIFO
+        return self.router_class(event) if self.priority_enabled else FIFO
 
     # -- periodic controllers --------------------------------------------
 

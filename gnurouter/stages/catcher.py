@@ -12,23 +12,13 @@ bootstrap (which decides whether etiquette lets it ask now).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from gnurouter.events import ConnectFailed, HostsLearned, Tick
-from gnurouter.hostcache import HostCache
-from gnurouter.peers import PeerState, PeerTable
-from gnurouter.routing import LEAF
+from gnurouter.mesh.hostcache import HostCache
+from gnurouter.mesh.peers import PeerState, PeerTable
+from gnurouter.routing.roles import LEAF
 from gnurouter.seda.stage import Stage, report_failure
-
-
-@dataclass(slots=True)
-class HostConnected:
-    """A handshake succeeded: the host is alive (and we know its role)."""
-
-    address: tuple[str, int]
-    ultrapeer: bool
-    kind: str = "host-connected"
+from gnurouter.stages.events import ConnectFailed, HostConnected, HostsLearned, Tick
 
 
 class CatcherHandler:

@@ -15,10 +15,10 @@ import logging
 from typing import Any
 
 from gnurouter.conditioning.clogged import OutputQueueLimits
-from gnurouter.events import ClosePeer, LinkWritable, SendMessages, SendRaw
-from gnurouter.peers import Peer, PeerState
+from gnurouter.mesh.peers import Peer, PeerState
 from gnurouter.protocol.messages import Bye, Message, encode_all, new_guid
 from gnurouter.seda.stage import Stage, report_failure
+from gnurouter.stages.events import ClosePeer, LinkWritable, SendMessages, SendRaw
 
 log = logging.getLogger(__name__)
 

@@ -13,20 +13,8 @@ from typing import Any
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import CONTROL, message_class
-from gnurouter.events import (
-    ClosePeer,
-    ConnectFailed,
-    HostsLearned,
-    MessageArrived,
-    PeerJoined,
-    PeerLeft,
-    PeerLost,
-    PeerOpened,
-    SendRaw,
-    StreamChunk,
-)
-from gnurouter.handshaking import HandshakePolicy, peer_features, peer_role
-from gnurouter.peers import ControlBudget, Peer, PeerState, PeerTable
+from gnurouter.mesh.handshaking import HandshakePolicy, peer_features, peer_role
+from gnurouter.mesh.peers import ControlBudget, Peer, PeerState, PeerTable
 from gnurouter.protocol.addresses import clean_text, parse_endpoint, parse_endpoints
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.handshake import (
@@ -37,9 +25,21 @@ from gnurouter.protocol.handshake import (
     Headers,
 )
 from gnurouter.protocol.messages import Body, Message, MessageType
-from gnurouter.routing import LEAF, ULTRAPEER
+from gnurouter.routing.roles import LEAF, ULTRAPEER
 from gnurouter.seda.stage import Sink, Stage, report_failure
-from gnurouter.stages.catcher import HostConnected
+from gnurouter.stages.events import (
+    ClosePeer,
+    ConnectFailed,
+    HostConnected,
+    HostsLearned,
+    MessageArrived,
+    PeerJoined,
+    PeerLeft,
+    PeerLost,
+    PeerOpened,
+    SendRaw,
+    StreamChunk,
+)
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gnurouter.conditioning.backpressure import InputFlowControl
-from gnurouter.events import BytesReceived, PeerLost, PeerOpened, StreamChunk
-from gnurouter.peers import Peer
+from gnurouter.mesh.peers import Peer
 from gnurouter.seda.stage import Sink, Stage, report_failure
+from gnurouter.stages.events import BytesReceived, PeerLost, PeerOpened, StreamChunk
 
 
 class ReaderHandler:

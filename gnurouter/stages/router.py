@@ -19,9 +19,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from gnurouter.events import (
+from gnurouter.conditioning.classes import CONTROL, message_class
+from gnurouter.mesh.peers import Peer, PeerState, PeerTable
+from gnurouter.protocol.messages import Message, MessageType
+from gnurouter.routing.decisions import Decision
+from gnurouter.routing.roles import ULTRAPEER
+from gnurouter.routing.router import Router
+from gnurouter.seda.stage import Sink, Stage, report_failure
+from gnurouter.stages.events import (
     ClosePeer,
     HostsLearned,
     MessageArrived,
@@ -30,11 +37,25 @@ from gnurouter.events import (
     SendMessages,
     Tick,
 )
-from gnurouter.packetlog import LogEntry, PacketLog
-from gnurouter.peers import Peer, PeerState, PeerTable
-from gnurouter.protocol.messages import Message, MessageType
-from gnurouter.routing import ULTRAPEER, Decision, Router
-from gnurouter.seda.stage import Sink, Stage, report_failure
+
+#: One routed message in the packet log: (time, peer, message, action, reason, fanout).
+LogEntry = tuple[float, str, Message, str, "str | None", int]
+
+
+class PacketSink(Protocol):
+    """Where routing decisions are logged (gnurouter.ops.packetlog.PacketLog)."""
+
+    def record_many(self, entries: list[LogEntry]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def router_class(event: Any) -> str:
+    """The router stage's class for an event: its message's, or CONTROL for the rest."""
+    if type(event) is not MessageArrived:
+        return CONTROL
+    return message_class(event.message)
+
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +72,7 @@ class RouterHandler:
         connection: Sink,
         catcher: Sink,
         peers: PeerTable,
-        packet_log: PacketLog,
+        packet_log: PacketSink,
         query_delay: float = 0.0,
         idle_timeout: float = 90.0,
         handshake_timeout: float = 20.0,

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gnurouter.peers import Peer, PeerState
+from gnurouter.mesh.peers import Peer, PeerState
 from gnurouter.protocol.messages import Message
 from gnurouter.traces.format import Direction, Kind, TraceWriter
 

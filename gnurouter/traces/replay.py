@@ -39,7 +39,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gnurouter.gctuning import tune_for_serving
+from gnurouter.edge.gctuning import tune_for_serving
+from gnurouter.edge.servent import DEFAULT_HEADERS
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.deflate import Deflater
 from gnurouter.protocol.errors import ProtocolError
@@ -52,7 +53,6 @@ from gnurouter.protocol.handshake import (
     negotiate_encoding,
 )
 from gnurouter.protocol.messages import Message, MessageType, type_name
-from gnurouter.servent import DEFAULT_HEADERS
 from gnurouter.traces.format import Direction, Kind, Record, TraceError, TraceReader
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,8 @@ from typing import Any
 
 from twisted.internet import defer, endpoints, protocol, reactor, task
 
+from gnurouter.edge.servent import ServentProtocol, connect_servent
+from gnurouter.edge.service import RouterService
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.handshake import Headers
 from gnurouter.protocol.messages import (
@@ -20,8 +22,6 @@ from gnurouter.protocol.messages import (
     new_guid,
 )
 from gnurouter.protocol.qrp import QrpTable
-from gnurouter.servent import ServentProtocol, connect_servent
-from gnurouter.service import RouterService
 from tests.conftest import wait_for
 
 # -- header sets -------------------------------------------------------------

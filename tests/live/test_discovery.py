@@ -9,9 +9,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.web import resource, server
 
-from gnurouter.bootstrap import parse_response, request_url
 from gnurouter.cli import build_parser, config_from_args
-from gnurouter.hostcache import HostCache
+from gnurouter.mesh.bootstrap import parse_response, request_url
+from gnurouter.mesh.hostcache import HostCache
 from tests.conftest import join, wait_for
 from tests.live.helpers import GTK_GNUTELLA_ULTRAPEER, LIMEWIRE_LEAF, until
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from gnurouter.protocol.messages import Message, Pong, Query, VendorMessage, new_guid
 from gnurouter.protocol.qrp import QrpTable, build_update
-from gnurouter.routing import LEAF, LEGACY, ULTRAPEER, Router, RoutingRules
+from gnurouter.routing.decisions import RoutingRules
+from gnurouter.routing.roles import LEAF, LEGACY, ULTRAPEER
+from gnurouter.routing.router import Router
 
 OWN_PONG = Pong(port=6346, ip="127.0.0.1", files=0, kbytes=0)
 

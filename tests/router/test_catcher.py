@@ -8,7 +8,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor
 
-from gnurouter.hostcache import HostCache
+from gnurouter.mesh.hostcache import HostCache
 from gnurouter.protocol.messages import Message, Ping, Pong, new_guid
 from tests.conftest import join, wait_for
 

@@ -16,8 +16,8 @@ from twisted.internet import defer, protocol, reactor
 
 from gnurouter.cli import build_parser, config_from_args
 from gnurouter.config import ConfigError
+from gnurouter.edge.servent import connect_servent
 from gnurouter.protocol.messages import Bye, Message, MessageType, Ping, Query, new_guid
-from gnurouter.servent import connect_servent
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -160,7 +160,7 @@ async def test_sigterm_sends_bye_flushes_packet_log_and_exits_0(tmp_path: Path) 
 def test_tac_file_builds_an_application_holding_the_router_service() -> None:
     from twisted.application import service
 
-    from gnurouter.service import RouterService
+    from gnurouter.edge.service import RouterService
 
     tac = Path(__file__).resolve().parents[2] / "examples" / "gnurouter.tac"
     namespace: dict[str, Any] = {"__file__": str(tac)}

@@ -18,7 +18,8 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from gnurouter.gctuning import collector_paused
+from gnurouter.edge.gctuning import collector_paused
+from gnurouter.edge.service import RouterService
 from gnurouter.protocol.messages import (
     Message,
     MessageType,
@@ -28,7 +29,6 @@ from gnurouter.protocol.messages import (
     QueryHitResult,
     new_guid,
 )
-from gnurouter.service import RouterService
 from tests.conftest import DecisionWatch, join
 
 QUERY_DELAY = 0.020

@@ -11,8 +11,8 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers as HTTPHeaders
 
-from gnurouter.control import ControlError
 from gnurouter.protocol.messages import Message, Query, new_guid
+from gnurouter.seda.tuning import ControlError
 from tests.conftest import DecisionWatch, join
 
 

@@ -32,8 +32,8 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from gnurouter.config import ConfigError, RouterConfig, is_loopback
-from gnurouter.control import ControlError
-from gnurouter.controlweb import MAX_BODY, ControlGuard, parse_changes
+from gnurouter.ops.controlweb import MAX_BODY, ControlGuard, parse_changes
+from gnurouter.seda.tuning import ControlError
 
 TOKEN = "hostile-test-token-0123456789abcdef"
 MiB = 1024 * 1024
@@ -444,7 +444,7 @@ async def test_bad_json_of_any_shape_is_a_400_counted_and_logged_once(
     router = start_router(control_listen=("127.0.0.1", 0))
     address = router.control_address()
     before = router.control.values()
-    caplog.set_level(logging.WARNING, logger="gnurouter.controlweb")
+    caplog.set_level(logging.WARNING, logger="gnurouter.ops.controlweb")
     for bodies, reason in ((BAD_JSON, "bad-json"), (BAD_VALUES, "bad-value")):
         for body in bodies:
             client = await post(address, body)

@@ -15,6 +15,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from gnurouter.edge.servent import ServentProtocol
+from gnurouter.edge.service import RouterService
 from gnurouter.protocol.messages import (
     Bye,
     Message,
@@ -28,8 +30,6 @@ from gnurouter.protocol.messages import (
     new_guid,
 )
 from gnurouter.protocol.qrp import QrpReceiver, QrpTable, build_update
-from gnurouter.servent import ServentProtocol
-from gnurouter.service import RouterService
 from gnurouter.stages.router import RouterHandler
 from tests.conftest import DecisionWatch, join
 

@@ -33,7 +33,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from gnurouter.config import RouterConfig
-from gnurouter.network import GnutellaWire
+from gnurouter.edge.network import GnutellaWire
+from gnurouter.edge.service import RouterService
 from gnurouter.protocol.addresses import (
     MAX_TEXT_LENGTH,
     format_endpoint,
@@ -52,7 +53,6 @@ from gnurouter.protocol.handshake import (
     Role,
 )
 from gnurouter.protocol.messages import Message, Query, new_guid
-from gnurouter.service import RouterService
 
 SETTINGS = settings(
     max_examples=200,

@@ -55,8 +55,8 @@ from gnurouter.bench.attacks import (
     well_formed_endpoint,
 )
 from gnurouter.config import RouterConfig
-from gnurouter.peers import Peer
-from gnurouter.service import RouterService
+from gnurouter.edge.service import RouterService
+from gnurouter.mesh.peers import Peer
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.network

@@ -11,8 +11,8 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import endpoints, reactor
 
-from gnurouter.handshaking import HandshakePool
-from gnurouter.peers import Peer, PeerState
+from gnurouter.mesh.handshaking import HandshakePool
+from gnurouter.mesh.peers import Peer, PeerState
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.handshake import Role

@@ -18,6 +18,8 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
+from gnurouter.edge.servent import ServentProtocol, connect_servent
+from gnurouter.edge.service import RouterService
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.messages import (
     Bye,
@@ -31,8 +33,6 @@ from gnurouter.protocol.messages import (
     QueryHitResult,
     new_guid,
 )
-from gnurouter.servent import ServentProtocol, connect_servent
-from gnurouter.service import RouterService
 from tests.conftest import DecisionWatch, wait_for
 
 LINKS = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest_twisted
 
-from gnurouter.packetlog import PacketLog
+from gnurouter.ops.packetlog import PacketLog
 from gnurouter.protocol.messages import Message, MessageType, Query, new_guid
 from gnurouter.stages.router import RouterHandler
 from tests.conftest import DecisionWatch, join

@@ -17,8 +17,11 @@ from gnurouter.protocol.messages import (
     VendorMessage,
     new_guid,
 )
-from gnurouter.routing import LOCAL, Decision, Router, RouteTable, RoutingRules
-from gnurouter.routing import ULTRAPEER as ULTRAPEER_ROLE
+from gnurouter.routing.decisions import Decision, RoutingRules
+from gnurouter.routing.roles import LOCAL
+from gnurouter.routing.roles import ULTRAPEER as ULTRAPEER_ROLE
+from gnurouter.routing.router import Router
+from gnurouter.routing.tables import RouteTable
 
 
 class Clock:
@@ -376,7 +379,7 @@ def qrp_sequence(words: list[str], bits: int = 16) -> list[Message]:
 
 def test_a_table_larger_than_the_cap_cuts_its_leaf_off() -> None:
     from gnurouter.protocol.messages import RouteTableReset
-    from gnurouter.routing import LEAF
+    from gnurouter.routing.roles import LEAF
 
     router = make_router(Clock())
     router.peer_joined(4, LEAF)
@@ -390,7 +393,7 @@ def test_a_table_larger_than_the_cap_cuts_its_leaf_off() -> None:
 
 def test_a_leaf_resetting_over_and_over_is_cut_off() -> None:
     from gnurouter.protocol.qrp import QrpLimits
-    from gnurouter.routing import LEAF
+    from gnurouter.routing.roles import LEAF
 
     clock = Clock()
     router = make_router(clock, qrp_limits=QrpLimits(reset_burst=2, update_burst=2))
@@ -405,7 +408,7 @@ def test_a_leaf_resetting_over_and_over_is_cut_off() -> None:
 
 
 def test_deferred_qrp_is_applied_by_process_and_installed_by_commit() -> None:
-    from gnurouter.routing import LEAF
+    from gnurouter.routing.roles import LEAF
 
     router = make_router(Clock())
     router.peer_joined(4, LEAF)
@@ -430,7 +433,7 @@ def test_deferred_qrp_is_applied_by_process_and_installed_by_commit() -> None:
 
 
 def test_qrp_update_steps_add_up_to_the_whole() -> None:
-    from gnurouter.routing import LEAF
+    from gnurouter.routing.roles import LEAF
 
     router = make_router(Clock())
     router.peer_joined(5, ULTRAPEER_ROLE, up_qrp=True)
@@ -446,7 +449,7 @@ def test_qrp_update_steps_add_up_to_the_whole() -> None:
 
 def test_a_bug_applying_one_qrp_update_costs_only_its_peer(monkeypatch: pytest.MonkeyPatch) -> None:
     from gnurouter.protocol.qrp import QrpReceiver
-    from gnurouter.routing import LEAF
+    from gnurouter.routing.roles import LEAF
 
     router = make_router(Clock())
     router.peer_joined(4, LEAF)

@@ -12,9 +12,9 @@ import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
 from gnurouter.conditioning.thresholds import QueueThreshold
-from gnurouter.events import Tick
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import Stage
+from gnurouter.stages.events import Tick
 
 
 class ManualExecutor:

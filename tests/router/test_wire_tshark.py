@@ -26,6 +26,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from gnurouter.edge.servent import ServentProtocol, connect_servent
+from gnurouter.edge.service import RouterService
 from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.messages import (
     QUERY_F_GGEP_H,
@@ -40,8 +42,6 @@ from gnurouter.protocol.messages import (
     QueryHitResult,
     new_guid,
 )
-from gnurouter.servent import ServentProtocol, connect_servent
-from gnurouter.service import RouterService
 from tests.conftest import require, wait_for
 from tests.traces.capture import (
     Capture,

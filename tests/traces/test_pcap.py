@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from gnurouter.edge.servent import ServentProtocol, connect_servent
 from gnurouter.protocol.messages import (
     Message,
     MessageType,
@@ -25,7 +26,6 @@ from gnurouter.protocol.messages import (
     decode_header,
     new_guid,
 )
-from gnurouter.servent import ServentProtocol, connect_servent
 from gnurouter.traces.format import Direction, Kind, Record, TraceWriter
 from gnurouter.traces.pcap import export_pcap, import_pcap, records_of
 from gnurouter.traces.synth import SynthConfig, Synthesizer

@@ -262,7 +262,7 @@ class HostCache:
     def save(self, path: str | Path) -> None:
         """Write the cache to `path` (atomically: a crash leaves the old file)."""
         mono, wall = self._clock(), self._wall()
-        lines = ["# gnurouter host cache: HOST:PORT key=value... (see gnurouter/hostcache.py)"]
+        lines = ["# gnurouter host cache: HOST:PORT key=value... (see gnurouter/mesh/hostcache.py)"]
         for (host, port), entry in self._hosts.items():
             name = f"[{host}]" if ":" in host else host
             fields = [f"{name}:{port}", f"seen={wall - (mono - entry.last_seen):.0f}"]

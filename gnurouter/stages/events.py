@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gnurouter.peers import Peer
+from gnurouter.mesh.peers import Peer
 from gnurouter.protocol.messages import Body, Message, encode_all
 
 
@@ -155,3 +155,12 @@ class ConnectFailed:
     address: tuple[str, int]
     reason: str
     kind: str = "connect-failed"
+
+
+@dataclass(slots=True)
+class HostConnected:
+    """A handshake succeeded: the host is alive (and we know its role)."""
+
+    address: tuple[str, int]
+    ultrapeer: bool
+    kind: str = "host-connected"

@@ -12,12 +12,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gnurouter.conditioning.backpressure import InputFlowControl
-from gnurouter.events import BytesReceived, LinkWritable, PeerLost, PeerOpened
-from gnurouter.handshaking import HandshakePool
-from gnurouter.peers import Peer
+from gnurouter.mesh.handshaking import HandshakePool
+from gnurouter.mesh.peers import Peer
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.handshake import Role
 from gnurouter.seda.stage import Sink
+from gnurouter.stages.events import BytesReceived, LinkWritable, PeerLost, PeerOpened
 
 log = logging.getLogger(__name__)
 

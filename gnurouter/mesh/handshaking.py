@@ -36,11 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gnurouter.config import RouterConfig
-from gnurouter.hostcache import HostCache
-from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.mesh.hostcache import HostCache
+from gnurouter.mesh.peers import Peer, PeerState, PeerTable
 from gnurouter.protocol.addresses import format_endpoint
 from gnurouter.protocol.handshake import ConnectRequest, Headers, negotiate_encoding
-from gnurouter.routing import LEAF, LEGACY, ULTRAPEER
+from gnurouter.routing.roles import LEAF, LEGACY, ULTRAPEER
 
 log = logging.getLogger(__name__)
 

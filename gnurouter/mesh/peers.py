@@ -1,7 +1,7 @@
 """Neighbours as the stages see them: an id, an address, a protocol state and a link.
 
 A `PeerLink` is the only thing a stage may do to a socket (write, close,
-pause reading); the Twisted protocol in `gnurouter.network` implements it.
+pause reading); the Twisted protocol in `gnurouter.edge.network` implements it.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Peer:
         self.last_heard = time.monotonic()
         self.user_agent = ""
         self.listen_address: tuple[str, int] | None = None
-        # "ultrapeer", "leaf" or "legacy" once the handshake says (gnurouter.handshaking).
+        # "ultrapeer", "leaf" or "legacy" once the handshake says (gnurouter.mesh.handshaking).
         self.role: str | None = None
         # What it said it can do: "vendor-messages", "up-qrp", "qrp".
         self.features: set[str] = set()

@@ -1,4 +1,6 @@
-"""Routing decisions, free of I/O: which neighbours a message goes to, or why it goes nowhere.
+"""The router: one routing decision per message, free of I/O.
+
+Routing decisions, free of I/O: which neighbours a message goes to, or why it goes nowhere.
 
 The rules follow the Gnutella 0.6 draft and what gtk-gnutella enforces, and
 fix the original Sandstorm router's mistakes: an expired TTL is never
@@ -10,11 +12,7 @@ one by one by age instead of the whole table being wiped every 30 seconds.
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from itertools import islice
-from operator import itemgetter
 
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.messages import (
@@ -31,14 +29,11 @@ from gnurouter.protocol.messages import (
     new_guid,
 )
 from gnurouter.protocol.qrp import (
-    DEFAULT_QRP_LIMITS,
     QRP_BYE_CODE,
     UP_TABLE_BITS,
     QrpError,
     QrpLimitError,
-    QrpLimits,
     QrpReceiver,
-    QrpTable,
     QueryKeys,
     build_update,
     merge_tables,
@@ -50,457 +45,41 @@ from gnurouter.protocol.vendor import (
     decode_hops_flow,
     vendor_label,
 )
+from gnurouter.routing.decisions import Decision, RoutingRules, _drop
+from gnurouter.routing.neighbours import (
+    _UNSOLICITED,
+    NO_HOPS_FLOW,
+    PeerRouting,
+    PendingQrp,
+    QrpUpdatePlan,
+)
+from gnurouter.routing.roles import LEAF, LOCAL, ROLES, ULTRAPEER
+from gnurouter.routing.tables import PongCache, RouteTable, TokenBucket, _seen_key
 
-#: The peer id under which this router records routes for messages it originated.
-LOCAL = 0
-
-#: Neighbour roles, from the handshake's X-Ultrapeer header.
-ULTRAPEER = "ultrapeer"
-LEAF = "leaf"
-#: A servent that sent no X-Ultrapeer at all (0.4, or 0.6 from before
-#: ultrapeers): routed like an ultrapeer neighbour that does no QRP.
-LEGACY = "legacy"
-ROLES = (ULTRAPEER, LEAF, LEGACY)
-#: Hops-Flow value meaning "no limit" (the byte on the wire tops out at 255).
-NO_HOPS_FLOW = 256
 #: The vendor messages we answer, listed in our Messages Supported.
 SUPPORTED_VENDOR_MESSAGES = (HOPS_FLOW,)
-#: Distinct vendor message labels counted per peer; the rest go under
-#: "other" (a peer inventing vendor codes must not grow our memory).
-MAX_VENDOR_LABELS = 64
+
 #: Bye code for a peer cut off for flooding: the Bye-Packet proposal's 4xx
 #: ("the User did something wrong"); there is no dedicated code.
 FLOOD_BYE_CODE = 400
 
 PING = MessageType.PING
+
 PONG = MessageType.PONG
+
 BYE = MessageType.BYE
+
 QRP = MessageType.QRP
+
 VENDOR = MessageType.VENDOR
+
 VENDOR_STANDARD = MessageType.VENDOR_STANDARD
+
 PUSH = MessageType.PUSH
+
 QUERY = MessageType.QUERY
+
 QUERY_HIT = MessageType.QUERY_HIT
-
-
-def _seen_key(guid: bytes, kind: int) -> object:
-    """The route table key of a message: (GUID, type), or for a query its bare GUID.
-
-    Queries are most of the traffic, and a bare key saves building a tuple
-    for each; a tuple never equals a bytes object, so the two cannot collide.
-    """
-    return guid if kind == QUERY else (guid, kind)
-
-
-_owner = itemgetter(0)
-
-
-class RouteTable:
-    """Key -> (peer id, time recorded), expiring entry by entry after `max_age` seconds.
-
-    A plain dict: insertion order is time order (a refreshed route moves to
-    the end), so expiry walks from the front and stops at the first young
-    entry, costing what it removes, not the table size.  `max_entries`
-    bounds memory whatever the traffic: past it the oldest entries go, a
-    sixty-fourth of the table at a time so that a table at its bound does not
-    pay a walk past freshly deleted slots on every insert.
-
-    No one peer may crowd the others out: while one owns more than
-    `max_share` of `max_entries`, a full table evicts that peer's own oldest
-    entries instead of everyone's oldest (`evicted_over_share` counts
-    them).  A lone busy neighbour is routed as before (its entries are the
-    oldest anyway); a flooding one only churns its own routes.
-
-    Ownership costs an insert nothing: `owned` (entries per peer id) is
-    brought up to date in bulk, at C speed, from the entries added since the
-    last count (the end of the dict) when it is needed: at the bound, on
-    `set()`, and by `count_owners()`.
-    """
-
-    def __init__(self, max_age: float, max_entries: int, max_share: float = 1.0) -> None:
-        self.max_age = max_age
-        self.max_entries = max_entries
-        self.max_share = max_share
-        self._entries: dict[object, tuple[int, float]] = {}
-        #: Entries per peer id, for the first `_counted` entries (peers with
-        #: none are absent); `count_owners()` makes it cover them all.
-        self.owned: dict[int, int] = {}
-        self._counted = 0
-        self.expired = 0
-        self.evicted = 0
-        self.evicted_over_share = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add_if_new(self, key: object, peer_id: int, now: float) -> bool:
-        """Record a route unless the key is already known (a duplicate)."""
-        entries = self._entries
-        if key in entries:
-            return False
-        entries[key] = (peer_id, now)
-        if len(entries) > self.max_entries:
-            self._bound()
-        return True
-
-    def set(self, key: object, peer_id: int, now: float) -> None:
-        """Record or refresh a route (push routes follow the latest query hit)."""
-        entries = self._entries
-        if key in entries:
-            # Wherever the old entry sits, it must be counted to be uncounted.
-            self.count_owners()
-            self._disown(entries.pop(key)[0], 1)
-            self._counted -= 1
-        entries[key] = (peer_id, now)
-        if len(entries) > self.max_entries:
-            self._bound()
-
-    def lookup(self, key: object, now: float) -> int | None:
-        entry = self._entries.get(key)
-        if entry is None or now - entry[1] > self.max_age:
-            return None
-        return entry[0]
-
-    def count_owners(self) -> dict[int, int]:
-        """`owned`, brought up to date (counts the entries added since the last call)."""
-        entries = self._entries
-        fresh = len(entries) - self._counted
-        if fresh > 0:
-            owned = self.owned
-            added = Counter(map(_owner, islice(reversed(entries.values()), fresh)))
-            for peer_id, count in added.items():
-                owned[peer_id] = owned.get(peer_id, 0) + count
-        self._counted = len(entries)
-        return self.owned
-
-    def share_of(self, peer_id: int) -> float:
-        """The fraction of `max_entries` that `peer_id` owns."""
-        owned = self.count_owners()
-        return owned.get(peer_id, 0) / self.max_entries if self.max_entries else 0.0
-
-    def _disown(self, peer_id: int, count: int) -> None:
-        owned = self.owned
-        left = owned.get(peer_id, 0) - count
-        if left > 0:
-            owned[peer_id] = left
-        else:
-            owned.pop(peer_id, None)
-
-    def expire(self, now: float) -> int:
-        cutoff = now - self.max_age
-        entries = self._entries
-        stale = []
-        for key, (_, recorded) in entries.items():
-            if recorded >= cutoff:
-                break
-            stale.append(key)
-        counted = min(len(stale), self._counted)
-        if counted:
-            # The front of the dict is the counted part: uncount what goes.
-            gone = Counter(entries[key][0] for key in stale[:counted])
-            for peer_id, count in gone.items():
-                self._disown(peer_id, count)
-            self._counted -= counted
-        for key in stale:
-            del entries[key]
-        self.expired += len(stale)
-        return len(stale)
-
-    def _bound(self) -> None:
-        entries = self._entries
-        while len(entries) > self.max_entries:
-            batch = len(entries) - self.max_entries + self.max_entries // 64
-            owned = self.count_owners()
-            front = Counter(map(_owner, islice(entries.values(), batch)))
-            hog = max(owned, key=owned.__getitem__)
-            over = owned[hog] > self.max_share * self.max_entries
-            if over and front.get(hog, 0) < batch:
-                # Over its share: the hog's own oldest go, nobody else's.  A
-                # walk from the front (time order) past other peers' entries;
-                # it finds `batch` of the hog's unless the bound itself just
-                # shrank a lot (then the next round goes by age).
-                oldest = []
-                for key, (peer_id, _) in entries.items():
-                    if peer_id == hog:
-                        oldest.append(key)
-                        if len(oldest) >= batch:
-                            break
-                for key in oldest:
-                    del entries[key]
-                self._disown(hog, len(oldest))
-                self.evicted_over_share += len(oldest)
-                self.evicted += len(oldest)
-                self._counted = len(entries)
-                continue
-            # Everyone's oldest (all the hog's own when it holds the front,
-            # as a lone busy neighbour does).
-            oldest = list(islice(entries, batch))
-            for key in oldest:
-                del entries[key]
-            for peer_id, count in front.items():
-                self._disown(peer_id, count)
-            if over:
-                self.evicted_over_share += len(oldest)
-            self._counted = len(entries)
-            self.evicted += len(oldest)
-
-
-@dataclass
-class CachedPong:
-    pong: Pong
-    hops: int
-    seen: float
-    from_peer: int
-
-
-class PongCache:
-    """Recently seen pongs, one per host, freshest last (Pong-Caching 0.1)."""
-
-    def __init__(self, size: int, max_age: float = 120.0) -> None:
-        self.size = size
-        self.max_age = max_age
-        self._pongs: OrderedDict[tuple[str, int], CachedPong] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._pongs)
-
-    def add(self, pong: Pong, hops: int, from_peer: int, now: float) -> None:
-        key = (pong.ip, pong.port)
-        self._pongs.pop(key, None)
-        self._pongs[key] = CachedPong(pong, hops, now, from_peer)
-        while len(self._pongs) > self.size:
-            self._pongs.popitem(last=False)
-
-    def fresh(self, now: float, *, exclude_peer: int, limit: int) -> list[CachedPong]:
-        chosen: list[CachedPong] = []
-        for cached in reversed(self._pongs.values()):
-            if len(chosen) >= limit or now - cached.seen > self.max_age:
-                break
-            if cached.from_peer != exclude_peer:
-                chosen.append(cached)
-        return chosen
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.updated = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
-@dataclass
-class RoutingRules:
-    max_ttl: int = 7
-    route_ttl: float = 600.0
-    route_table_max: int = 200_000
-    ping_mode: str = "cache"
-    ping_refresh_interval: float = 5.0
-    pong_cache_size: int = 50
-    pongs_per_ping: int = 10
-    ping_rate_per_peer: float = 1.0
-    ping_burst_per_peer: int = 5
-    #: Pings refused by the rate limit that get a peer cut off (Bye 400)
-    #: when more arrive within `ping_flood_window` seconds: 1000 in 10 s is
-    #: a peer pinging at 100 times its budget for ten seconds.  Today's
-    #: servents ping every few seconds at most (keepalives, pong-cache
-    #: refreshes); a 0.4-era neighbour relaying everyone's pings (what the
-    #: synthetic traces model: ~12 pings/s per link, bursts of 50 in a
-    #: second) stays far below, even replayed at 10x.  A refused ping costs
-    #: little (it leaves no route behind); this is for the peer that only
-    #: floods (the attack ran at 10,000/s).  0 never cuts a peer off.
-    ping_flood_refusals: int = 1000
-    ping_flood_window: float = 10.0
-    #: Largest share of `route_table_max` one peer may own before a full
-    #: table evicts its routes rather than everyone's (see `RouteTable`):
-    #: one neighbour flooding new GUIDs (queries, pings, pushes) can then
-    #: only churn its own routes, and the others keep 75% of the table.
-    route_share_max: float = 0.25
-    #: Table size cap and RESET / update pacing per peer (see `QrpLimits`).
-    qrp_limits: QrpLimits = DEFAULT_QRP_LIMITS
-    #: A leaf that has not sent a complete route table yet gets queries as
-    #: before QRP (flooded per TTL); once it has one, only what it matches.
-    flood_tableless_leaves: bool = True
-    #: Least seconds between two QRP updates to one ultrapeer neighbour.
-    qrp_update_interval: float = 300.0
-
-
-class Decision:
-    """What to do with one message: where it goes, and a word for the packet log.
-
-    A plain slotted class: one is made per routed message, and a dataclass
-    with list factories costs several times more to build.
-    """
-
-    __slots__ = ("action", "close", "learned_hosts", "reason", "sends")
-
-    def __init__(
-        self,
-        action: str,
-        reason: str | None = None,
-        sends: list[tuple[Message, Sequence[int]]] | None = None,
-    ) -> None:
-        self.action = action
-        self.reason = reason
-        #: Each message to send, with the ids of the peers it goes to.  A
-        #: flood's id tuple is shared by every decision with the same sender
-        #: (see `Router._flood_targets`): read it, never change it.
-        self.sends: list[tuple[Message, Sequence[int]]] = sends if sends is not None else []
-        #: Addresses of servents this message told us about (pongs).
-        self.learned_hosts: Sequence[tuple[str, int]] = ()
-        #: (Bye code, reason) when the sender must be disconnected for it.
-        self.close: tuple[int, str] | None = None
-
-    @property
-    def dropped(self) -> bool:
-        return self.action == "dropped"
-
-    def __repr__(self) -> str:
-        return f"Decision({self.action!r}, reason={self.reason!r}, sends={len(self.sends)})"
-
-
-def _drop(reason: str) -> Decision:
-    return Decision("dropped", reason)
-
-
-class PeerRouting:
-    """What routing knows of one neighbour: role, route table, flow control, counters."""
-
-    __slots__ = (
-        "closing",
-        "hops_flow",
-        "id",
-        "messages_supported_sent",
-        "ping_refusals",
-        "ping_refusals_since",
-        "qrp",
-        "qrp_updates_sent",
-        "queries_sent",
-        "role",
-        "sent_table",
-        "sent_table_at",
-        "supported_vendor_messages",
-        "table",
-        "up_qrp",
-        "vendor_messages",
-        "vendor_messages_enabled",
-        "withheld",
-    )
-
-    def __init__(self, peer_id: int, role: str, *, vendor_messages: bool, up_qrp: bool) -> None:
-        self.id = peer_id
-        self.role = role
-        self.hops_flow = NO_HOPS_FLOW
-        self.qrp: QrpReceiver | None = None
-        #: The route table queries are matched against: the receiver's last
-        #: complete table, swapped in under the routing lock once built.
-        self.table: QrpTable | None = None
-        #: A close was decided (a limit was crossed): further messages are
-        #: dropped without another close.
-        self.closing = False
-        #: Pings refused by the rate limit in the current flood window.
-        self.ping_refusals = 0
-        self.ping_refusals_since = float("-inf")
-        #: Whether the peer said it speaks vendor messages (Vendor-Message header).
-        self.vendor_messages_enabled = vendor_messages
-        #: Whether it exchanges route tables between ultrapeers (X-Ultrapeer-Query-Routing).
-        self.up_qrp = up_qrp
-        self.messages_supported_sent = False
-        self.supported_vendor_messages: tuple[str, ...] | None = None
-        #: Vendor messages received, by label ("BEAR/4v1 Hops Flow": n).
-        self.vendor_messages: dict[str, int] = {}
-        #: Queries not sent to this peer, by reason ("hops-flow", "qrp-miss").
-        self.withheld: dict[str, int] = {}
-        self.queries_sent = 0
-        #: The merged table last sent to this ultrapeer ('0'/'1' slots) and when.
-        self.sent_table: str | None = None
-        self.sent_table_at = float("-inf")
-        self.qrp_updates_sent = 0
-
-    @property
-    def leaf(self) -> bool:
-        return self.role == LEAF
-
-    def withhold(self, reason: str) -> None:
-        self.withheld[reason] = self.withheld.get(reason, 0) + 1
-
-    def count_vendor_message(self, label: str) -> None:
-        counts = self.vendor_messages
-        if label not in counts and len(counts) >= MAX_VENDOR_LABELS:
-            label = "other"
-        counts[label] = counts.get(label, 0) + 1
-
-    def snapshot(self) -> dict[str, object]:
-        table = self.table
-        receiver = self.qrp
-        return {
-            "role": self.role,
-            "hops_flow": None if self.hops_flow >= NO_HOPS_FLOW else self.hops_flow,
-            "qrp_table": (
-                {
-                    "slots": table.slots,
-                    "set": table.set_count,
-                    "fill": round(table.fill_ratio, 4),
-                    "tables_installed": receiver.tables_installed if receiver else 0,
-                    "bytes": receiver.nbytes if receiver else table.nbytes,
-                }
-                if table is not None
-                else None
-            ),
-            "qrp_messages": (receiver.resets + receiver.patches) if receiver else 0,
-            "queries_sent": self.queries_sent,
-            "queries_withheld": dict(self.withheld),
-            "vendor_messages": dict(self.vendor_messages),
-            "supported_vendor_messages": (
-                list(self.supported_vendor_messages)
-                if self.supported_vendor_messages is not None
-                else None
-            ),
-            "qrp_updates_sent": self.qrp_updates_sent,
-            "ping_refusals": self.ping_refusals,
-        }
-
-
-@dataclass
-class QrpUpdatePlan:
-    """Ultrapeer neighbours due a QRP update, with what each last got, and our merged table."""
-
-    merged: str
-    due: list[tuple[PeerRouting, str | None]]
-
-
-#: `_route_reply` outcomes for a reply that answers nothing we routed.
-_UNSOLICITED = frozenset({"no-route", "reply-to-sender"})
-
-
-class PendingQrp:
-    """One QRP message on its way through `Router.process_qrp` / `commit_qrp`."""
-
-    __slots__ = ("body", "decision", "error", "info", "now", "table")
-
-    def __init__(
-        self,
-        info: PeerRouting,
-        body: RouteTableReset | RouteTablePatch,
-        now: float,
-        decision: Decision,
-    ) -> None:
-        self.info = info
-        self.body = body
-        self.now = now
-        self.decision = decision
-        #: The table the message completed, to install.
-        self.table: QrpTable | None = None
-        #: An unexpected exception applying it (a bug): the caller logs it.
-        self.error: Exception | None = None
 
 
 class Router:

@@ -14,8 +14,7 @@ import time
 from collections import deque
 
 from gnurouter.protocol.messages import Message
-
-LogEntry = tuple[float, str, Message, str, "str | None", int]
+from gnurouter.stages.router import LogEntry
 
 
 def format_line(

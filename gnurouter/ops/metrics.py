@@ -17,7 +17,7 @@ from gnurouter.seda.stage import Stage
 from gnurouter.seda.stats import RateMeter
 
 if TYPE_CHECKING:
-    from gnurouter.service import RouterService
+    from gnurouter.ops.view import RouterView
 
 
 def _ms(summary: dict[str, float]) -> dict[str, float]:
@@ -97,7 +97,7 @@ def stage_snapshot(
     }
 
 
-def router_counters(service: RouterService) -> dict[str, float]:
+def router_counters(service: RouterView) -> dict[str, float]:
     messages_in = messages_out = 0
     for peer in service.peers:
         messages_in += peer.counters.messages_in
@@ -113,7 +113,7 @@ def router_counters(service: RouterService) -> dict[str, float]:
     }
 
 
-def snapshot(service: RouterService) -> dict[str, Any]:
+def snapshot(service: RouterView) -> dict[str, Any]:
     now = time.time()
     counters = router_counters(service)
     routing = service.routing

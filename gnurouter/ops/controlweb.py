@@ -1,6 +1,6 @@
 """The control API and metrics snapshot over HTTP+JSON, for the dashboard and the benchmark.
 
-    GET  /metrics             the snapshot (gnurouter.metrics), plus `control_endpoint`
+    GET  /metrics             the snapshot (gnurouter.ops.metrics), plus `control_endpoint`
     GET  /metrics/prometheus  the same numbers in the Prometheus text format
     GET  /parameters          every tunable parameter with its value and allowed range
     POST /parameters          {"name": value, ...}: all applied, or none (400 + the reason)
@@ -46,12 +46,12 @@ from urllib.parse import urlsplit
 
 from twisted.web import http, resource, server
 
-from gnurouter import prometheus
 from gnurouter.config import is_loopback
-from gnurouter.control import ControlError, shown
+from gnurouter.ops import prometheus
+from gnurouter.seda.tuning import ControlError, shown
 
 if TYPE_CHECKING:
-    from gnurouter.service import RouterService
+    from gnurouter.ops.view import RouterView
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ class _Guarded(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, router: RouterService, guard: ControlGuard) -> None:
+    def __init__(self, router: RouterView, guard: ControlGuard) -> None:
         super().__init__()
         self.router = router
         self.guard = guard
@@ -440,7 +440,7 @@ class _Guarded(resource.Resource):
 
 
 class MetricsResource(_Guarded):
-    def __init__(self, router: RouterService, guard: ControlGuard) -> None:
+    def __init__(self, router: RouterView, guard: ControlGuard) -> None:
         super().__init__(router, guard)
         self.snapshot = SnapshotCache(self._snapshot)
         router.control.add_listener(self.snapshot.clear)
@@ -487,7 +487,7 @@ class ParametersResource(_Guarded):
         return _json(request, 200, {"changed": {k: [o, n] for k, (o, n) in applied.items()}})
 
 
-def control_site(router: RouterService, token: str | None = None) -> ControlSite:
+def control_site(router: RouterView, token: str | None = None) -> ControlSite:
     """The control endpoint's site; `token` defaults to the router's `control_token`."""
     if token is None:
         token = getattr(router.config, "control_token", None)

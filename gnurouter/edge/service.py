@@ -10,34 +10,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, task
 
-from gnurouter.bootstrap import GWebCacheBootstrap
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.policies import Conditioning
-from gnurouter.config import RouterConfig
-from gnurouter.control import ControlAPI, Parameter
-from gnurouter.events import ClosePeer, ConnectFailed, HostsLearned, Tick
+from gnurouter.config import ConfigError, RouterConfig
+from gnurouter.edge.network import GnutellaFactory, OutgoingFactory
 from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages, inlet
-from gnurouter.handshaking import HandshakePolicy, HandshakePool
-from gnurouter.hostcache import HostCache
-from gnurouter.metrics import MetricsSampler, router_counters, snapshot, stage_counters
-from gnurouter.network import GnutellaFactory, OutgoingFactory
-from gnurouter.packetlog import PacketLog
-from gnurouter.peers import Peer, PeerState, PeerTable
+from gnurouter.mesh.bootstrap import GWebCacheBootstrap
+from gnurouter.mesh.handshaking import HandshakePolicy, HandshakePool
+from gnurouter.mesh.hostcache import HostCache
+from gnurouter.mesh.peers import Peer, PeerState, PeerTable
+from gnurouter.ops.metrics import MetricsSampler, router_counters, snapshot, stage_counters
+from gnurouter.ops.packetlog import PacketLog
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.deflate import DEFAULT_INFLATE_LIMITS
 from gnurouter.protocol.handshake import Role
 from gnurouter.protocol.messages import Pong
 from gnurouter.protocol.qrp import DEFAULT_QRP_LIMITS
-from gnurouter.routing import Router, RoutingRules
+from gnurouter.routing.decisions import RoutingRules
+from gnurouter.routing.router import Router
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import HANDLER_ERROR, Stage
+from gnurouter.seda.tuning import ControlAPI, Parameter
 from gnurouter.stages.catcher import CatcherHandler
-from gnurouter.stages.router import RouterHandler
+from gnurouter.stages.events import ClosePeer, ConnectFailed, HostsLearned, Tick
+from gnurouter.stages.router import RouterHandler, router_class
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,12 @@ def routing_rules(config: RouterConfig) -> RoutingRules:
 
 class RouterService(service.Service):
     def __init__(
-        self, config: RouterConfig, *, reactor: Any = None, name: str = "gnurouter"
+        self,
+        config: RouterConfig,
+        *,
+        reactor: Any = None,
+        name: str = "gnurouter",
+        recorder_factory: Callable[[RouterService], Any] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -92,6 +99,7 @@ class RouterService(service.Service):
         self.reactor = reactor
         self.config = config.validate()
         self.config_name = name
+        self._recorder_factory = recorder_factory
         self.setName(name)
         self.started_at = 0.0
         self.peers = PeerTable()
@@ -112,7 +120,7 @@ class RouterService(service.Service):
             rate_burst=max(DEFAULT_INFLATE_LIMITS.rate_burst, 2 * config.inflate_max_rate),
         )
         self.handshakes = HandshakePool(config.max_handshakes, config.max_handshakes_per_address)
-        self.conditioning = Conditioning(config)
+        self.conditioning = Conditioning(config, router_class)
         self.bootstrap = GWebCacheBootstrap(
             list(config.bootstrap),
             reactor=reactor,
@@ -241,7 +249,7 @@ class RouterService(service.Service):
         host, port = self.config.listen
         self._port = self.reactor.listenTCP(port, self.factory, interface=host)
         if self.config.control_listen is not None:
-            from gnurouter.controlweb import control_site
+            from gnurouter.ops.controlweb import control_site
 
             control_host, control_port = self.config.control_listen
             self._control_port = self.reactor.listenTCP(
@@ -265,9 +273,11 @@ class RouterService(service.Service):
         if self.config.hosts_file:
             self._every(self.config.hosts_save_interval, self.save_hosts, now=False)
         if self.config.record:
-            from gnurouter.traces.record import recorder_for
-
-            self.recorder = recorder_for(self)
+            # The trace tools sit above the router: the caller (the CLI, a
+            # test) hands in how to make a recorder; the service never imports them.
+            if self._recorder_factory is None:
+                raise ConfigError("record: this router was built without a trace recorder")
+            self.recorder = self._recorder_factory(self)
             self.stages["parser"].handler.recorder = self.recorder  # type: ignore[attr-defined]
         for interval_of, controller in self.conditioning.timers():
             self._every_interval_of(interval_of, controller)
@@ -470,7 +480,7 @@ class RouterService(service.Service):
         self.conditioning.register(self.control)
 
     def _live_network_parameters(self, catcher: CatcherHandler) -> list[Parameter]:
-        """Slot limits, QRP and bootstrap switches (see gnurouter/handshaking.py)."""
+        """Slot limits, QRP and bootstrap switches (see gnurouter/mesh/handshaking.py)."""
         policy = self.policy
 
         def set_max_ultrapeers(value: int) -> None:

@@ -1,0 +1,88 @@
+"""The routing rules a router is configured with, and the decision it makes per message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gnurouter.protocol.messages import (
+    Message,
+)
+from gnurouter.protocol.qrp import (
+    DEFAULT_QRP_LIMITS,
+    QrpLimits,
+)
+
+
+@dataclass
+class RoutingRules:
+    max_ttl: int = 7
+    route_ttl: float = 600.0
+    route_table_max: int = 200_000
+    ping_mode: str = "cache"
+    ping_refresh_interval: float = 5.0
+    pong_cache_size: int = 50
+    pongs_per_ping: int = 10
+    ping_rate_per_peer: float = 1.0
+    ping_burst_per_peer: int = 5
+    #: Pings refused by the rate limit that get a peer cut off (Bye 400)
+    #: when more arrive within `ping_flood_window` seconds: 1000 in 10 s is
+    #: a peer pinging at 100 times its budget for ten seconds.  Today's
+    #: servents ping every few seconds at most (keepalives, pong-cache
+    #: refreshes); a 0.4-era neighbour relaying everyone's pings (what the
+    #: synthetic traces model: ~12 pings/s per link, bursts of 50 in a
+    #: second) stays far below, even replayed at 10x.  A refused ping costs
+    #: little (it leaves no route behind); this is for the peer that only
+    #: floods (the attack ran at 10,000/s).  0 never cuts a peer off.
+    ping_flood_refusals: int = 1000
+    ping_flood_window: float = 10.0
+    #: Largest share of `route_table_max` one peer may own before a full
+    #: table evicts its routes rather than everyone's (see `RouteTable`):
+    #: one neighbour flooding new GUIDs (queries, pings, pushes) can then
+    #: only churn its own routes, and the others keep 75% of the table.
+    route_share_max: float = 0.25
+    #: Table size cap and RESET / update pacing per peer (see `QrpLimits`).
+    qrp_limits: QrpLimits = DEFAULT_QRP_LIMITS
+    #: A leaf that has not sent a complete route table yet gets queries as
+    #: before QRP (flooded per TTL); once it has one, only what it matches.
+    flood_tableless_leaves: bool = True
+    #: Least seconds between two QRP updates to one ultrapeer neighbour.
+    qrp_update_interval: float = 300.0
+
+
+class Decision:
+    """What to do with one message: where it goes, and a word for the packet log.
+
+    A plain slotted class: one is made per routed message, and a dataclass
+    with list factories costs several times more to build.
+    """
+
+    __slots__ = ("action", "close", "learned_hosts", "reason", "sends")
+
+    def __init__(
+        self,
+        action: str,
+        reason: str | None = None,
+        sends: list[tuple[Message, Sequence[int]]] | None = None,
+    ) -> None:
+        self.action = action
+        self.reason = reason
+        #: Each message to send, with the ids of the peers it goes to.  A
+        #: flood's id tuple is shared by every decision with the same sender
+        #: (see `Router._flood_targets`): read it, never change it.
+        self.sends: list[tuple[Message, Sequence[int]]] = sends if sends is not None else []
+        #: Addresses of servents this message told us about (pongs).
+        self.learned_hosts: Sequence[tuple[str, int]] = ()
+        #: (Bye code, reason) when the sender must be disconnected for it.
+        self.close: tuple[int, str] | None = None
+
+    @property
+    def dropped(self) -> bool:
+        return self.action == "dropped"
+
+    def __repr__(self) -> str:
+        return f"Decision({self.action!r}, reason={self.reason!r}, sends={len(self.sends)})"
+
+
+def _drop(reason: str) -> Decision:
+    return Decision("dropped", reason)

@@ -90,7 +90,9 @@ async def test_every_event_travels_a_declared_edge(start_router: Any) -> None:
     await asker.next_message(reactor, lambda m: m.guid == question.guid)
     answerer.send(Message.from_body(new_guid(), 1, 0, Pong(6346, "127.0.0.3", 1, 1)))
     # A third neighbour fills the slots; a fourth is refused; garbage is closed.
-    third = await join(router, headers=(*DEFAULT_HEADERS, ("Listen-IP", "127.0.0.7:6346")))
+    # An ultrapeer with a listening address: the catcher hears it is alive.
+    ultrapeer = [(n, "True" if n == "X-Ultrapeer" else v) for n, v in DEFAULT_HEADERS]
+    third = await join(router, headers=(*ultrapeer, ("Listen-IP", "127.0.0.7:6346")))
     await seen.arrival(("catcher", "HostConnected", "housekeeping"))
     host, port = router.listening_address()
     refused = RawPeer()

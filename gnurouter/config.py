@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from gnurouter.protocol.addresses import parse_host, parse_int
+from gnurouter.protocol.deflate import DEFAULT_INFLATE_LIMITS
 from gnurouter.protocol.framer import DEFAULT_PAYLOAD_LIMITS, PayloadLimits
+from gnurouter.protocol.qrp import DEFAULT_QRP_LIMITS
 
 #: Load-conditioning policies, each switchable on its own (see gnurouter/conditioning/).
 POLICIES = (
@@ -173,9 +175,10 @@ class RouterConfig:
     control_burst_per_peer: int = 500
     ping_flood_window: float = 10.0
     route_share_max: float = 0.25  # of a full route table, per peer (RouteTable)
-    qrp_max_slots: int = 1 << 21  # gtk-gnutella's MAX_TABLE_BITS (QrpLimits)
-    inflate_max_ratio: float = 100.0  # inflated / compressed (InflateLimits)
-    inflate_max_rate: int = 8 * 1024 * 1024  # inflated bytes per second per link
+    # The protocol's limits own these defaults (reasons there).
+    qrp_max_slots: int = DEFAULT_QRP_LIMITS.max_slots
+    inflate_max_ratio: float = DEFAULT_INFLATE_LIMITS.max_ratio  # inflated / compressed
+    inflate_max_rate: int = int(DEFAULT_INFLATE_LIMITS.max_rate)  # inflated bytes/s per link
     max_malformed_per_peer: int = 50
     keepalive_interval: float = 30.0
     handshake_timeout: float = 20.0

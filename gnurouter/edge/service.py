@@ -31,7 +31,6 @@ from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.deflate import DEFAULT_INFLATE_LIMITS
 from gnurouter.protocol.handshake import Role
 from gnurouter.protocol.messages import Pong
-from gnurouter.protocol.qrp import DEFAULT_QRP_LIMITS
 from gnurouter.routing.decisions import RoutingRules
 from gnurouter.routing.router import Router
 from gnurouter.seda.runtime import ReactorExecutor
@@ -63,26 +62,6 @@ def attribute_parameter(
     )
 
 
-def routing_rules(config: RouterConfig) -> RoutingRules:
-    return RoutingRules(
-        max_ttl=config.max_ttl,
-        route_ttl=config.route_ttl,
-        route_table_max=config.route_table_max,
-        ping_mode=config.ping_mode,
-        ping_refresh_interval=config.ping_refresh_interval,
-        pong_cache_size=config.pong_cache_size,
-        pongs_per_ping=config.pongs_per_ping,
-        ping_rate_per_peer=config.ping_rate_per_peer,
-        ping_burst_per_peer=config.ping_burst_per_peer,
-        ping_flood_refusals=config.ping_flood_refusals,
-        ping_flood_window=config.ping_flood_window,
-        route_share_max=config.route_share_max,
-        qrp_limits=dataclasses.replace(DEFAULT_QRP_LIMITS, max_slots=config.qrp_max_slots),
-        flood_tableless_leaves=config.flood_tableless_leaves,
-        qrp_update_interval=config.qrp_update_interval,
-    )
-
-
 class RouterService(service.Service):
     def __init__(
         self,
@@ -104,7 +83,7 @@ class RouterService(service.Service):
         self.started_at = 0.0
         self.peers = PeerTable()
         self.hosts = HostCache()
-        self.routing = Router(routing_rules(config), self._own_pong)
+        self.routing = Router(RoutingRules.from_config(config), self._own_pong)
         self.packet_log = PacketLog(
             config.packet_log,
             max_bytes=config.packet_log_max_bytes,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
+from gnurouter.config import RouterConfig
 from gnurouter.protocol.messages import (
     Message,
 )
@@ -13,18 +14,22 @@ from gnurouter.protocol.qrp import (
     QrpLimits,
 )
 
+#: Every default below is RouterConfig's: the configuration owns it, and the
+#: rules are the part of it routing reads (see `RoutingRules.from_config`).
+_DEFAULTS = RouterConfig()
+
 
 @dataclass
 class RoutingRules:
-    max_ttl: int = 7
-    route_ttl: float = 600.0
-    route_table_max: int = 200_000
-    ping_mode: str = "cache"
-    ping_refresh_interval: float = 5.0
-    pong_cache_size: int = 50
-    pongs_per_ping: int = 10
-    ping_rate_per_peer: float = 1.0
-    ping_burst_per_peer: int = 5
+    max_ttl: int = _DEFAULTS.max_ttl
+    route_ttl: float = _DEFAULTS.route_ttl
+    route_table_max: int = _DEFAULTS.route_table_max
+    ping_mode: str = _DEFAULTS.ping_mode
+    ping_refresh_interval: float = _DEFAULTS.ping_refresh_interval
+    pong_cache_size: int = _DEFAULTS.pong_cache_size
+    pongs_per_ping: int = _DEFAULTS.pongs_per_ping
+    ping_rate_per_peer: float = _DEFAULTS.ping_rate_per_peer
+    ping_burst_per_peer: int = _DEFAULTS.ping_burst_per_peer
     #: Pings refused by the rate limit that get a peer cut off (Bye 400)
     #: when more arrive within `ping_flood_window` seconds: 1000 in 10 s is
     #: a peer pinging at 100 times its budget for ten seconds.  Today's
@@ -34,20 +39,29 @@ class RoutingRules:
     #: second) stays far below, even replayed at 10x.  A refused ping costs
     #: little (it leaves no route behind); this is for the peer that only
     #: floods (the attack ran at 10,000/s).  0 never cuts a peer off.
-    ping_flood_refusals: int = 1000
-    ping_flood_window: float = 10.0
+    ping_flood_refusals: int = _DEFAULTS.ping_flood_refusals
+    ping_flood_window: float = _DEFAULTS.ping_flood_window
     #: Largest share of `route_table_max` one peer may own before a full
     #: table evicts its routes rather than everyone's (see `RouteTable`):
     #: one neighbour flooding new GUIDs (queries, pings, pushes) can then
     #: only churn its own routes, and the others keep 75% of the table.
-    route_share_max: float = 0.25
+    route_share_max: float = _DEFAULTS.route_share_max
     #: Table size cap and RESET / update pacing per peer (see `QrpLimits`).
     qrp_limits: QrpLimits = DEFAULT_QRP_LIMITS
     #: A leaf that has not sent a complete route table yet gets queries as
     #: before QRP (flooded per TTL); once it has one, only what it matches.
-    flood_tableless_leaves: bool = True
+    flood_tableless_leaves: bool = _DEFAULTS.flood_tableless_leaves
     #: Least seconds between two QRP updates to one ultrapeer neighbour.
-    qrp_update_interval: float = 300.0
+    qrp_update_interval: float = _DEFAULTS.qrp_update_interval
+
+    @classmethod
+    def from_config(cls, config: RouterConfig) -> RoutingRules:
+        """The rules of `config`: every field of the same name, and the QRP table cap."""
+        shared = {f.name for f in fields(cls)} & {f.name for f in fields(config)}
+        return cls(
+            **{name: getattr(config, name) for name in shared},
+            qrp_limits=replace(DEFAULT_QRP_LIMITS, max_slots=config.qrp_max_slots),
+        )
 
 
 class Decision:

@@ -20,6 +20,7 @@ from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import ConfigError, RouterConfig
 from gnurouter.edge.network import GnutellaFactory, OutgoingFactory
+from gnurouter.edge.parameters import register_parameters
 from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages, inlet
 from gnurouter.mesh.bootstrap import GWebCacheBootstrap
 from gnurouter.mesh.handshaking import HandshakePolicy, HandshakePool
@@ -35,10 +36,9 @@ from gnurouter.routing.decisions import RoutingRules
 from gnurouter.routing.router import Router
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import HANDLER_ERROR, Stage
-from gnurouter.seda.tuning import ControlAPI, Parameter
-from gnurouter.stages.catcher import CatcherHandler
+from gnurouter.seda.tuning import ControlAPI
 from gnurouter.stages.events import ClosePeer, ConnectFailed, HostsLearned, Tick
-from gnurouter.stages.router import RouterHandler, router_class
+from gnurouter.stages.router import router_class
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +46,6 @@ SHUTDOWN_GRACE = 3.0
 #: A handler's traceback is logged at most this often (seconds); a hostile
 #: peer that triggers a bug again and again must not flood the log.
 HANDLER_TRACEBACK_INTERVAL = 60.0
-
-
-def attribute_parameter(
-    name: str, kind: str, owner: object, attribute: str, description: str, **limits: Any
-) -> Parameter:
-    """A parameter that reads and writes one attribute of a live object."""
-    return Parameter(
-        name,
-        kind,
-        lambda: getattr(owner, attribute),
-        lambda value: setattr(owner, attribute, value),
-        description,
-        **limits,
-    )
 
 
 class RouterService(service.Service):
@@ -127,7 +113,7 @@ class RouterService(service.Service):
         self.conditioning.attach(self.stages, self.stream_stages)
         self.sampler = MetricsSampler()
         self.control = ControlAPI()
-        self._register_parameters()
+        register_parameters(self, self.control)
         self.factory = GnutellaFactory(
             reader=inlet(self.stages, "socket", "reader"),
             connection=inlet(self.stages, "socket", "connection"),
@@ -351,184 +337,3 @@ class RouterService(service.Service):
         self.save_hosts()
         self.executor.stop()
         self._port = None
-
-    # -- control ---------------------------------------------------------
-
-    def _register_parameters(self) -> None:
-        control_params: list[Parameter] = []
-        for name, stage in self.stages.items():
-            control_params.append(
-                attribute_parameter(
-                    f"stage.{name}.batch_size",
-                    "int",
-                    stage,
-                    "batch_size",
-                    "events handed to the handler per call",
-                    low=1,
-                    high=10_000,
-                )
-            )
-        router_stage = self.stages["router"]
-        router_handler = router_stage.handler
-        assert isinstance(router_handler, RouterHandler)
-        control_params.append(
-            Parameter(
-                "stage.router.threads",
-                "int",
-                lambda: router_stage.threads,
-                lambda value: setattr(router_stage, "threads", value),
-                "threads running the router stage",
-                low=1,
-                high=router_stage.max_threads,
-            )
-        )
-        control_params.append(
-            Parameter(
-                "input.pause_length",
-                "int",
-                lambda: self.flow.pause_length,
-                lambda value: setattr(self.flow, "pause_length", value),
-                "reader/parser backlog at which sockets stop being read",
-                low=1,
-                high=10_000_000,
-            )
-        )
-
-        def set_query_delay(value: float) -> None:
-            router_handler.query_delay = value
-            # A blocking handler must not run on the reactor thread.
-            router_stage.blocking = value > 0
-
-        control_params.append(
-            Parameter(
-                "router.query_delay",
-                "duration",
-                lambda: router_handler.query_delay,
-                set_query_delay,
-                "artificial blocking time per query (the SEDA experiment's bottleneck)",
-                low=0.0,
-                high=10.0,
-            )
-        )
-        rule_ranges: dict[str, tuple[str, float, float]] = {
-            "max_ttl": ("int", 1, 15),
-            "route_ttl": ("duration", 1.0, 86_400.0),
-            "route_table_max": ("int", 16, 10_000_000),
-            "pongs_per_ping": ("int", 0, 1000),
-            "ping_rate_per_peer": ("float", 0.001, 1000.0),
-        }
-        for field_name, (kind, low, high) in rule_ranges.items():
-            control_params.append(self._rule_parameter(field_name, kind, low, high))
-        control_params.append(
-            Parameter(
-                "router.ping_mode",
-                "choice",
-                lambda: self.routing.rules.ping_mode,
-                lambda value: self._set_rule("ping_mode", value),
-                "answer pings from the pong cache, or flood them like the original",
-                choices=("cache", "flood"),
-            )
-        )
-        control_params.append(
-            Parameter(
-                "packet_log.enabled",
-                "bool",
-                lambda: self.packet_log.enabled,
-                lambda value: setattr(
-                    self.packet_log, "enabled", value and self.packet_log.path is not None
-                ),
-                "write the packet log file (needs --packet-log)",
-            )
-        )
-        catcher_handler = self.stages["catcher"].handler
-        assert isinstance(catcher_handler, CatcherHandler)
-        control_params.append(
-            Parameter(
-                "catcher.target_peers",
-                "int",
-                lambda: catcher_handler.target_peers,
-                lambda value: setattr(catcher_handler, "target_peers", value),
-                "ultrapeer links the catcher keeps up (connecting out as needed)",
-                low=0,
-                high=10_000,
-            )
-        )
-        control_params.extend(self._live_network_parameters(catcher_handler))
-        for parameter in control_params:
-            self.control.register(parameter)
-        self.conditioning.register(self.control)
-
-    def _live_network_parameters(self, catcher: CatcherHandler) -> list[Parameter]:
-        """Slot limits, QRP and bootstrap switches (see gnurouter/mesh/handshaking.py)."""
-        policy = self.policy
-
-        def set_max_ultrapeers(value: int) -> None:
-            policy.max_ultrapeers = value
-            catcher.max_ultrapeers = value
-
-        def set_max_peers(value: int) -> None:
-            policy.max_peers = value
-            catcher.max_peers = value
-
-        return [
-            Parameter(
-                "peers.max_peers",
-                "int",
-                lambda: policy.max_peers,
-                set_max_peers,
-                "most neighbours of any role (new links are refused with 503 beyond it)",
-                low=1,
-                high=10_000,
-            ),
-            Parameter(
-                "peers.max_ultrapeers",
-                "int",
-                lambda: policy.max_ultrapeers,
-                set_max_ultrapeers,
-                "ultrapeer (and old-style) slots; the X-Degree new handshakes advertise",
-                low=0,
-                high=10_000,
-            ),
-            attribute_parameter(
-                "peers.max_leaves", "int", policy, "max_leaves", "leaf slots", low=0, high=10_000
-            ),
-            attribute_parameter(
-                "peers.accept_legacy",
-                "bool",
-                policy,
-                "accept_legacy",
-                "accept servents that send no X-Ultrapeer header (as ultrapeers)",
-            ),
-            Parameter(
-                "router.flood_tableless_leaves",
-                "bool",
-                lambda: self.routing.rules.flood_tableless_leaves,
-                lambda value: self._set_rule("flood_tableless_leaves", value),
-                "a leaf without a QRP table yet gets every query (else none until it sends one)",
-            ),
-            self._rule_parameter("qrp_update_interval", "duration", 1.0, 86_400.0),
-            attribute_parameter(
-                "bootstrap.enabled",
-                "bool",
-                self.bootstrap,
-                "enabled",
-                "ask GWebCaches for hosts when the host cache runs dry",
-            ),
-        ]
-
-    def _rule_parameter(self, field_name: str, kind: str, low: float, high: float) -> Parameter:
-        return Parameter(
-            f"router.{field_name}",
-            kind,
-            lambda: getattr(self.routing.rules, field_name),
-            lambda value: self._set_rule(field_name, value),
-            low=low,
-            high=high,
-        )
-
-    def _set_rule(self, field_name: str, value: Any) -> None:
-        router_handler = self.stages["router"].handler
-        assert isinstance(router_handler, RouterHandler)
-        rules = dataclasses.replace(self.routing.rules, **{field_name: value})
-        with router_handler._lock:
-            self.routing.apply_rules(rules)

@@ -7,6 +7,8 @@ their 23-byte headers and writes each one, TTL - 1 and hops + 1, to every
 other connected peer.  No stages, no queues, no duplicate table, no routing
 table, no packet log, no validation beyond the header: the point is to show
 what the stage graph costs compared with the least a relay can do on Twisted.
+Of gnurouter it uses the header's layout (`protocol.messages.HEADER_FIELDS`,
+the one coding of it) and the hard payload ceiling, nothing else.
 
 By default the messages of one socket read are joined and written with one
 call per peer (deflated with one sync flush), as the router's connection
@@ -29,10 +31,12 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.python.failure import Failure
 
-HEADER_LENGTH = 23
-#: Bound on the handshake and on one message, so a bad client cannot grow a buffer forever.
+from gnurouter.protocol.framer import HARD_PAYLOAD_CEILING
+from gnurouter.protocol.messages import HEADER_FIELDS, HEADER_LENGTH, LENGTH_OFFSET, TTL_OFFSET
+
+#: Bound on the handshake, so a bad client cannot grow a buffer forever (a
+#: message is bounded by HARD_PAYLOAD_CEILING).
 MAX_HANDSHAKE_BYTES = 16 * 1024
-MAX_PAYLOAD = 0xFFFF
 
 _HANDSHAKING, _CONFIRMING, _STREAMING = 0, 1, 2
 
@@ -85,18 +89,19 @@ class MinimalRelay(protocol.Protocol):
         # -- messages: split at the headers, TTL - 1, hops + 1, to everybody else
         pos, size = 0, len(buf)
         out: list[bytes] = []
+        header_fields = HEADER_FIELDS.unpack_from
         while size - pos >= HEADER_LENGTH:
-            length = int.from_bytes(buf[pos + 19 : pos + 23], "little")
-            if length > MAX_PAYLOAD:
+            _, ttl, hops, length = header_fields(buf, pos)
+            if length > HARD_PAYLOAD_CEILING:
                 transport.loseConnection()
                 return
             end = pos + HEADER_LENGTH + length
             if end > size:
                 break
-            ttl = buf[pos + 17]
             if ttl > 1:
-                hops = min(buf[pos + 18] + 1, 0xFF)
-                message = buf[pos : pos + 17] + bytes((ttl - 1, hops)) + buf[pos + 19 : end]
+                # TTL and hops are the two bytes before the length: rewrite them in place.
+                forwarded = bytes((ttl - 1, min(hops + 1, 0xFF)))
+                message = buf[pos : pos + TTL_OFFSET] + forwarded + buf[pos + LENGTH_OFFSET : end]
                 if self.batch_writes:
                     out.append(message)
                 else:

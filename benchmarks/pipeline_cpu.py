@@ -41,11 +41,11 @@ from gnurouter.config import RouterConfig
 from gnurouter.edge.gctuning import tune_for_serving
 from gnurouter.edge.service import RouterService
 from gnurouter.mesh.peers import PeerState
-from gnurouter.protocol.messages import HEADER_LENGTH, Message, MessageType, encode_all
+from gnurouter.protocol.messages import HEADER_LENGTH, Message, MessageType, Query, encode_all
 
 MAX_QUERIES = 5_000_000
 RECEIVERS = 2
-_PAYLOAD = b"\x00\x00pipeline benchmark\x00"
+_PAYLOAD = Query(flags=0, criteria="pipeline benchmark").encode()
 
 
 class ManualReactor(Clock):

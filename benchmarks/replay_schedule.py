@@ -163,7 +163,7 @@ def replay(trace: Path, port: int, speed: float, timeout: float) -> Any:
         done.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(start)
-    reactor.callLater(timeout, lambda: (replayer.stop(), None))
+    reactor.callLater(timeout, replayer.stop)
     reactor.run()
     if not results:
         raise SystemExit("replay did not finish")

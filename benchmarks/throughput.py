@@ -44,7 +44,6 @@ import os
 import shlex
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,15 @@ from typing import Any
 from twisted.internet import defer, task
 
 from gnurouter.edge.servent import ServentProtocol
-from gnurouter.protocol.messages import Message, MessageType, Ping, Query, new_guid
+from gnurouter.protocol.messages import (
+    HEADER_FIELDS,
+    HEADER_LENGTH,
+    Message,
+    MessageType,
+    Ping,
+    Query,
+    new_guid,
+)
 
 TARGET_RATIO = 0.40
 #: The relays the router is compared with, and the relay script's arguments for each.
@@ -84,10 +91,6 @@ KEEPALIVE_SECONDS = 15.0
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
-HEADER_LENGTH = 23
-_LENGTH = struct.Struct("<I")
-_TYPE_OFFSET = 16
-_LENGTH_OFFSET = 19
 #: A query payload is two flag bytes, then the criteria; the criteria's first
 #: byte tags the phase (probe, warm-up, timed) so receivers can count by phase.
 _TAG_OFFSET = HEADER_LENGTH + 2
@@ -152,14 +155,15 @@ class CountingServent(ServentProtocol):
 
     def _count(self, data: bytes) -> None:
         buf = self._pending + data if self._pending else data
-        unpack = _LENGTH.unpack_from
+        header_fields = HEADER_FIELDS.unpack_from
         counts = self.counts
         pos, size = 0, len(buf)
         while size - pos >= HEADER_LENGTH:
-            end = pos + HEADER_LENGTH + unpack(buf, pos + _LENGTH_OFFSET)[0]
+            type_, _, _, length = header_fields(buf, pos)
+            end = pos + HEADER_LENGTH + length
             if end > size:
                 break
-            if buf[pos + _TYPE_OFFSET] == QUERY and end > pos + _TAG_OFFSET:
+            if type_ == QUERY and end > pos + _TAG_OFFSET:
                 counts[buf[pos + _TAG_OFFSET]] += 1
             else:
                 self.other += 1

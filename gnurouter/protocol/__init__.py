@@ -37,7 +37,13 @@ from gnurouter.protocol.handshake import (
 )
 from gnurouter.protocol.messages import (
     GUID_LENGTH,
+    HEADER,
+    HEADER_FIELDS,
     HEADER_LENGTH,
+    HOPS_OFFSET,
+    LENGTH_OFFSET,
+    TTL_OFFSET,
+    TYPE_OFFSET,
     Body,
     Bye,
     Message,
@@ -56,7 +62,9 @@ from gnurouter.protocol.messages import (
     decode_header,
     decode_qrp,
     new_guid,
+    payload_length,
     type_name,
+    validate,
 )
 
 __all__ = [
@@ -66,7 +74,13 @@ __all__ = [
     "DEFAULT_PAYLOAD_LIMITS",
     "GUID_LENGTH",
     "HARD_PAYLOAD_CEILING",
+    "HEADER",
+    "HEADER_FIELDS",
     "HEADER_LENGTH",
+    "HOPS_OFFSET",
+    "LENGTH_OFFSET",
+    "TTL_OFFSET",
+    "TYPE_OFFSET",
     "Body",
     "Bye",
     "ConnectRequest",
@@ -107,5 +121,7 @@ __all__ = [
     "new_guid",
     "parse_extension_area",
     "parse_ggep",
+    "payload_length",
     "type_name",
+    "validate",
 ]

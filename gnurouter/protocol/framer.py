@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.messages import (
-    _HEADER,
+    HEADER,
     HEADER_LENGTH,
     Message,
     MessageType,
@@ -164,7 +164,12 @@ class MessageFramer:
     def failed(self) -> ProtocolError | None:
         return self._failed
 
-    def _check_header(self, type_: int, ttl: int, hops: int, length: int) -> ProtocolError | None:
+    def check_header(self, type_: int, ttl: int, hops: int, length: int) -> ProtocolError | None:
+        """The error a header with these fields ends the stream with; None if it is framed.
+
+        `feed()` applies the same rule; this lets a caller judge one header
+        (a recorded message, say) without feeding a stream.
+        """
         limit = self._limits[type_]
         if length > limit:
             if length > HARD_PAYLOAD_CEILING:
@@ -192,7 +197,7 @@ class MessageFramer:
         buffer = self._buffer
         messages: list[Message] = []
         error: ProtocolError | None = None
-        unpack = _HEADER.unpack_from
+        unpack = HEADER.unpack_from
         limits = self._limits
         max_ttl_plus_hops = self._max_ttl_plus_hops
         append = messages.append
@@ -209,7 +214,7 @@ class MessageFramer:
             while size - pos >= HEADER_LENGTH:
                 guid, type_, ttl, hops, length = unpack(source, pos)
                 if length > limits[type_] or ttl + hops > max_ttl_plus_hops:
-                    error = self._check_header(type_, ttl, hops, length)
+                    error = self.check_header(type_, ttl, hops, length)
                     break
                 start = pos + HEADER_LENGTH
                 end = start + length

@@ -32,7 +32,20 @@ from gnurouter.protocol.ggep import (
 HEADER_LENGTH = 23
 GUID_LENGTH = 16
 
-_HEADER = struct.Struct("<16sBBBI")
+#: The message header: GUID, type, TTL, hops, payload length. The one place
+#: its layout is written down; everything else derives from these structs.
+_HEADER_FIELDS_FORMAT = "BBBI"
+HEADER = struct.Struct(f"<{GUID_LENGTH}s{_HEADER_FIELDS_FORMAT}")
+#: The same header with its GUID skipped: (type, ttl, hops, payload length)
+#: in one C call, for code that walks a raw stream without building messages.
+HEADER_FIELDS = struct.Struct(f"<{GUID_LENGTH}x{_HEADER_FIELDS_FORMAT}")
+#: Where the single-byte fields and the length start, for code that rewrites
+#: or peeks at one field of a header in place.
+TYPE_OFFSET = GUID_LENGTH
+TTL_OFFSET = TYPE_OFFSET + 1
+HOPS_OFFSET = TTL_OFFSET + 1
+LENGTH_OFFSET = HOPS_OFFSET + 1
+assert HEADER.size == HEADER_FIELDS.size == HEADER_LENGTH == LENGTH_OFFSET + 4
 _PONG = struct.Struct("<H4BII")
 _PUSH = struct.Struct("<16sI4BH")
 _BYE_CODE = struct.Struct("<H")
@@ -81,14 +94,16 @@ def type_name(type_: int) -> str:
     return name if name is not None else f"0x{type_:02x}"
 
 
-def new_guid() -> bytes:
+def new_guid(random_bytes: Callable[[int], bytes] = os.urandom) -> bytes:
     """A random message GUID marked the way modern servents mark theirs.
 
     Byte 8 = 0xFF flags a "new" servent and byte 15 = 0x00 the protocol
     version; gtk-gnutella checks exactly these bytes (muid[8] == 0xff) to
-    detect peers that understand pong caching.
+    detect peers that understand pong caching.  `random_bytes(n)` supplies
+    the randomness (a seeded `random.Random().randbytes` for reproducible
+    traffic).
     """
-    guid = bytearray(os.urandom(GUID_LENGTH))
+    guid = bytearray(random_bytes(GUID_LENGTH))
     guid[8] = 0xFF
     guid[15] = 0x00
     return bytes(guid)
@@ -98,8 +113,18 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[bytes, int, int
     """(guid, type, ttl, hops, payload length) of the 23-byte header at the start of `data`."""
     if len(data) < HEADER_LENGTH:
         raise ProtocolError(f"message header is {len(data)} bytes, expected {HEADER_LENGTH}")
-    guid, type_, ttl, hops, length = _HEADER.unpack_from(data)
+    guid, type_, ttl, hops, length = HEADER.unpack_from(data)
     return guid, type_, ttl, hops, length
+
+
+def payload_length(data: bytes | bytearray | memoryview, offset: int = 0) -> int:
+    """The payload length announced by the header at `offset` of `data`.
+
+    No check beyond the bounds (`struct.error` when fewer than 23 bytes are
+    there): for callers that already know a header is present.
+    """
+    length: int = HEADER_FIELDS.unpack_from(data, offset)[3]
+    return length
 
 
 def _ip_to_str(a: int, b: int, c: int, d: int) -> str:
@@ -790,10 +815,10 @@ class Message:
         return name if name is not None else f"0x{self.type:02x}"
 
     def header_bytes(self) -> bytes:
-        return _HEADER.pack(self.guid, self.type, self.ttl, self.hops, len(self.payload))
+        return HEADER.pack(self.guid, self.type, self.ttl, self.hops, len(self.payload))
 
     def encode(self) -> bytes:
-        header = _HEADER.pack(self.guid, self.type, self.ttl, self.hops, len(self.payload))
+        header = HEADER.pack(self.guid, self.type, self.ttl, self.hops, len(self.payload))
         return header + self.payload
 
     def forwarded(self, ttl: int, hops: int) -> Message:
@@ -814,9 +839,25 @@ class Message:
         return cls(guid, body.type, ttl, hops, body.encode())
 
 
+def validate(message: Message) -> Body | None:
+    """Check that a payload is well-formed; decode it where routing needs its fields.
+
+    The rule the router's parser applies to every message (and `trace info`
+    to count malformed ones): a query is relayed byte for byte and routing
+    never reads its fields, so it is only checked for the NUL that ends its
+    criteria and None is returned; every other type is fully decoded and its
+    body returned.  A malformed payload raises `ProtocolError`.
+    """
+    if message.type == MessageType.QUERY:
+        payload = message.payload
+        if len(payload) >= 3 and payload.find(b"\x00", 2) >= 0:
+            return None
+    return message.body()
+
+
 def encode_all(messages: Iterable[Message]) -> bytes:
     """The wire form of several messages, back to back."""
-    pack = _HEADER.pack
+    pack = HEADER.pack
     parts: list[bytes] = []
     for message in messages:
         payload = message.payload

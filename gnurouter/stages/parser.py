@@ -24,7 +24,7 @@ from gnurouter.protocol.handshake import (
     HandshakeRefused,
     Headers,
 )
-from gnurouter.protocol.messages import Body, Message, MessageType
+from gnurouter.protocol.messages import Message, MessageType, validate
 from gnurouter.routing.roles import LEAF, ULTRAPEER
 from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.events import (
@@ -150,7 +150,8 @@ class ParserHandler:
         for event in events:
             if type(event) is Message:
                 # Inline for the bulk of traffic: a well-formed query (the
-                # check of `_validate`), which cannot change the peer's state.
+                # query half of the one rule, `protocol.messages.validate`),
+                # which cannot change the peer's state.
                 if event.type == QUERY:
                     payload = event.payload
                     if len(payload) >= 3 and payload.find(b"\x00", 2) >= 0:
@@ -214,7 +215,7 @@ class ParserHandler:
                     self._close(peer, 400, "Control-message flood")
                 return
         try:
-            body = self._validate(message)
+            body = validate(message)
         except ProtocolError as error:
             self.malformed += 1
             counters.malformed += 1
@@ -226,20 +227,6 @@ class ParserHandler:
                 self._close(peer, 400, f"too many malformed messages ({counters.malformed})")
             return
         self._arrivals.append(MessageArrived(peer, message, body))
-
-    @staticmethod
-    def _validate(message: Message) -> Body | None:
-        """Check a payload is well-formed; decode it when routing will need the fields.
-
-        A query is relayed byte for byte and routing never reads its fields,
-        so it is only checked for the NUL that ends its criteria (`_receive`
-        inlines the same check for speed); every other type is fully decoded.
-        """
-        if message.type == QUERY:
-            payload = message.payload
-            if len(payload) >= 3 and payload.find(b"\x00", 2) >= 0:
-                return None
-        return message.body()
 
     def _request(self, peer: Peer, request: ConnectRequest) -> None:
         self._note_peer_headers(peer, request.headers)

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,51 @@ def _add_lead(parser: argparse.ArgumentParser, flag: str, name: str, help: str) 
     parser.add_argument(flag, type=_duration(name), default=0.2, help=help)
 
 
+#: `trace synth` options: each sets the `SynthConfig` field of its name (--burst-length:
+#: burst_length), whose default applies when it is not given; the help says what it is.
+_SYNTH_KNOBS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("duration", _duration("duration"), "trace length, e.g. 90s, 10m, 2h (10m)"),
+    ("rate", float, "mean messages per second (179.55, the original's average)"),
+    (
+        "burstiness",
+        float,
+        "burst rate / mean rate; bursts take 1/(2B) of the time (4; 1 = Poisson)",
+    ),
+    ("burst_length", _duration("burst length"), "mean length of a burst (2s)"),
+    (
+        "mix",
+        str,
+        "relative weights per type: pong, ping, query, query-hit, push, "
+        "vendor, qrp (defaults: pong=0.55,ping=0.17,query=0.15,query-hit=0.08,"
+        "push=0.02,vendor=0.02,qrp=0.01)",
+    ),
+    (
+        "query_share",
+        _fraction("query share"),
+        "share of queries among messages; the other weights keep their proportions",
+    ),
+    (
+        "malformed",
+        _fraction("malformed share"),
+        "share of messages with a malformed payload (0.02)",
+    ),
+    (
+        "framing_errors",
+        _fraction("framing-error share"),
+        "share of connections that end with a framing-breaking header (0.01)",
+    ),
+    ("connections", float, "mean connections open at once (12)"),
+    ("lifetime", _duration("lifetime"), "mean connection lifetime, log-normal (22s)"),
+    (
+        "reply_share",
+        _fraction("reply share"),
+        "share of pongs/hits/pushes answering earlier traffic (0.8)",
+    ),
+    ("seed", int, "random seed (1)"),
+)
+_SYNTH_METAVARS = {"mix": "TYPE=W,..."}
+
+
 def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add the `trace` command group to the top-level subparsers."""
     trace_file = _trace_file_parent()
@@ -156,72 +202,15 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
         "churn, some malformed messages). The same options and seed give the same records.",
     )
     synth.add_argument("output", metavar="OUT.gtrace", help="file to write (.gz: gzipped)")
-    synth.add_argument(
-        "--duration",
-        type=_duration("duration"),
-        default=600.0,
-        help="trace length, e.g. 90s, 10m, 2h (10m)",
-    )
-    synth.add_argument(
-        "--rate",
-        type=float,
-        default=179.55,
-        help="mean messages per second (179.55, the original's average)",
-    )
-    synth.add_argument(
-        "--burstiness",
-        type=float,
-        default=4.0,
-        help="burst rate / mean rate; bursts take 1/(2B) of the time (4; 1 = Poisson)",
-    )
-    synth.add_argument(
-        "--burst-length",
-        type=_duration("burst length"),
-        default=2.0,
-        help="mean length of a burst (2s)",
-    )
-    synth.add_argument(
-        "--mix",
-        default="",
-        metavar="TYPE=W,...",
-        help="relative weights per type: pong, ping, query, query-hit, push, "
-        "vendor, qrp (defaults: pong=0.55,ping=0.17,query=0.15,query-hit=0.08,"
-        "push=0.02,vendor=0.02,qrp=0.01)",
-    )
-    synth.add_argument(
-        "--query-share",
-        type=_fraction("query share"),
-        default=None,
-        help="share of queries among messages; the other weights keep their proportions",
-    )
-    synth.add_argument(
-        "--malformed",
-        type=_fraction("malformed share"),
-        default=0.02,
-        help="share of messages with a malformed payload (0.02)",
-    )
-    synth.add_argument(
-        "--framing-errors",
-        type=_fraction("framing-error share"),
-        default=0.01,
-        help="share of connections that end with a framing-breaking header (0.01)",
-    )
-    synth.add_argument(
-        "--connections", type=float, default=12.0, help="mean connections open at once (12)"
-    )
-    synth.add_argument(
-        "--lifetime",
-        type=_duration("lifetime"),
-        default=22.0,
-        help="mean connection lifetime, log-normal (22s)",
-    )
-    synth.add_argument(
-        "--reply-share",
-        type=_fraction("reply share"),
-        default=0.8,
-        help="share of pongs/hits/pushes answering earlier traffic (0.8)",
-    )
-    synth.add_argument("--seed", type=int, default=1, help="random seed (1)")
+    for name, convert, help in _SYNTH_KNOBS:
+        # Not given: not passed on, so SynthConfig's own default applies.
+        synth.add_argument(
+            "--" + name.replace("_", "-"),
+            type=convert,
+            default=argparse.SUPPRESS,
+            metavar=_SYNTH_METAVARS.get(name),
+            help=help,
+        )
     synth.add_argument(
         "--compress",
         type=int,
@@ -353,20 +342,10 @@ def _synth(args: argparse.Namespace) -> int:
     from gnurouter.traces.progress import progress
     from gnurouter.traces.synth import SynthConfig, Synthesizer, parse_mix
 
-    config = SynthConfig(
-        duration=args.duration,
-        rate=args.rate,
-        burstiness=args.burstiness,
-        burst_length=args.burst_length,
-        mix=parse_mix(args.mix),
-        query_share=args.query_share,
-        malformed=args.malformed,
-        framing_errors=args.framing_errors,
-        connections=args.connections,
-        lifetime=args.lifetime,
-        reply_share=args.reply_share,
-        seed=args.seed,
-    )
+    knobs = {name: getattr(args, name) for name, _, _ in _SYNTH_KNOBS if name in args}
+    if "mix" in knobs:
+        knobs["mix"] = parse_mix(knobs["mix"])
+    config = SynthConfig(**knobs)
     synthesizer = Synthesizer(config)
     created, start = created_time()
     metadata = synthesizer.metadata()

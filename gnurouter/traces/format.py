@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
+from gnurouter.protocol.messages import HEADER_LENGTH, payload_length
+
 MAGIC = b"\x89GTRACE\n"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
@@ -60,9 +62,6 @@ BLOCK_HEADER_SIZE = _BLOCK_HEADER.size + _CRC.size  # 32
 MAX_HEADER_JSON = 1 << 20
 MAX_BLOCK_BYTES = 16 << 20
 DEFAULT_BLOCK_BYTES = 64 << 10
-
-_GNUTELLA_HEADER = 23
-_LENGTH_FIELD = struct.Struct("<I")
 
 
 class Kind(enum.IntEnum):
@@ -129,6 +128,11 @@ class TraceHeader:
             "start_time": self.start_time,
             "metadata": self.metadata,
         }
+
+
+def is_one_message(data: bytes) -> bool:
+    """Whether `data` is exactly one whole Gnutella message, as a MESSAGE record must be."""
+    return len(data) >= HEADER_LENGTH and payload_length(data) == len(data) - HEADER_LENGTH
 
 
 def now_iso() -> str:
@@ -233,10 +237,7 @@ class TraceWriter:
             )
         if conn < 0:
             raise ValueError("connection ids are non-negative")
-        if kind == Kind.MESSAGE and (
-            len(data) < _GNUTELLA_HEADER
-            or _LENGTH_FIELD.unpack_from(data, 19)[0] != len(data) - _GNUTELLA_HEADER
-        ):
+        if kind == Kind.MESSAGE and not is_one_message(data):
             raise ValueError("a MESSAGE record holds exactly one whole Gnutella message")
         if self._count == 0:
             self._base_us = self._last_us
@@ -484,6 +485,7 @@ class TraceReader:
         end = len(raw)
         seen = 0
         record_at = 0
+        message_kind = int(Kind.MESSAGE)  # a plain int compares faster than the enum
         try:
             while pos < end:
                 record_at = pos
@@ -515,10 +517,7 @@ class TraceReader:
                 if kind not in _KINDS:
                     self.unknown_records += 1
                     continue
-                if kind == 1 and (
-                    length < _GNUTELLA_HEADER
-                    or _LENGTH_FIELD.unpack_from(data, 19)[0] != length - _GNUTELLA_HEADER
-                ):
+                if kind == message_kind and not is_one_message(data):
                     raise ValueError("message record is not one whole Gnutella message")
                 self.records += 1
                 yield Record(now, kind, tag >> 7, conn, data)

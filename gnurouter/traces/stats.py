@@ -1,10 +1,11 @@
 """Statistics of a trace, computed in one streaming pass (`gnurouter trace info`).
 
 Memory is constant in the number of records: per-second message counts take
-one integer per second of trace, open connections one entry each.  Malformed
-messages are classified with the router's own parser check
-(`ParserHandler._validate`), so "malformed" here means exactly what a router
-replaying the trace would drop and count as malformed.
+one integer per second of trace, open connections one entry each.  Messages
+are classified with the router's own rules, the framer's header check
+(`MessageFramer.check_header`) and the parser's payload check
+(`protocol.messages.validate`), so "malformed" here means exactly what a
+router replaying the trace would drop and count as malformed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gnurouter.protocol.errors import ProtocolError
-from gnurouter.protocol.framer import DEFAULT_MAX_TTL_PLUS_HOPS, DEFAULT_PAYLOAD_LIMITS
-from gnurouter.protocol.messages import _HEADER, Message, type_name
-from gnurouter.stages.parser import ParserHandler
+from gnurouter.protocol.framer import MessageFramer
+from gnurouter.protocol.messages import HEADER_LENGTH, Message, decode_header, type_name, validate
 from gnurouter.traces.format import Direction, Kind, Record, TraceHeader
+
+#: Judges headers with the limits a router has by default (never fed: only
+#: `check_header` is used, so it never enters its failed state).
+_ROUTER_FRAMER = MessageFramer()
 
 
 def classify(data: bytes) -> tuple[int, str | None]:
@@ -29,11 +33,11 @@ def classify(data: bytes) -> tuple[int, str | None]:
     `why` is "framing" for a header the framer rejects (the link would be
     closed), or "malformed" for a payload the parser drops and counts.
     """
-    guid, type_, ttl, hops, length = _HEADER.unpack_from(data)
-    if length > DEFAULT_PAYLOAD_LIMITS.for_type(type_) or ttl + hops > DEFAULT_MAX_TTL_PLUS_HOPS:
+    guid, type_, ttl, hops, length = decode_header(data)
+    if _ROUTER_FRAMER.check_header(type_, ttl, hops, length) is not None:
         return type_, "framing"
     try:
-        ParserHandler._validate(Message(guid, type_, ttl, hops, data[23:]))
+        validate(Message(guid, type_, ttl, hops, data[HEADER_LENGTH:]))
     except ProtocolError:
         return type_, "malformed"
     return type_, None

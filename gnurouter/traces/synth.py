@@ -47,6 +47,7 @@ from typing import Any
 
 from gnurouter.protocol.ggep import GGEPExtension
 from gnurouter.protocol.messages import (
+    HEADER,
     QUERY_F_GGEP_H,
     QUERY_F_MARK,
     Bye,
@@ -61,6 +62,7 @@ from gnurouter.protocol.messages import (
     QueryHitTrailer,
     RouteTableReset,
     VendorMessage,
+    new_guid,
 )
 from gnurouter.traces.format import Direction, Kind, Record
 
@@ -310,10 +312,7 @@ class Synthesizer:
     # -- helpers -------------------------------------------------------------------
 
     def _guid(self) -> bytes:
-        guid = bytearray(self.rng.randbytes(16))
-        guid[8] = 0xFF
-        guid[15] = 0x00
-        return bytes(guid)
+        return new_guid(self.rng.randbytes)
 
     def _ip(self) -> str:
         rng = self.rng
@@ -464,8 +463,9 @@ class Synthesizer:
         del self._open[conn.id]
         at = max(conn.close_us, conn.last_us + 1)
         if conn.bad_framing:
-            # A header announcing 4 GiB: nothing can be framed after it.
-            garbage = self._guid() + b"\x80\x07\x00\xff\xff\xff\xff" + self.rng.randbytes(9)
+            # A query header announcing 4 GiB: nothing can be framed after it.
+            header = HEADER.pack(self._guid(), MessageType.QUERY, 7, 0, 0xFFFFFFFF)
+            garbage = header + self.rng.randbytes(9)
             self._push(at, conn.id, Kind.RAW, garbage)
             at += 1
         elif self.rng.random() < 0.3:

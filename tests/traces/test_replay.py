@@ -103,7 +103,7 @@ async def test_replay_keeps_the_schedule_and_loops(start_router: Any, tmp_path: 
     span = report.trace_span / 2.0
     assert 3.0 < span < 4.5 and report.wall_seconds >= span
     assert abs(report.achieved_rate - report.scheduled_rate) / report.scheduled_rate < 0.1
-    late = report.lateness.summary_ms()
+    late = report.lateness_ms()
     assert late["p50"] < 20 and late["max"] < 500, late
 
 

@@ -27,7 +27,7 @@ from gnurouter.protocol.messages import (
 )
 from gnurouter.seda.stage import Stage
 from tests.conftest import join, wait_for
-from tests.live.helpers import RawPeer
+from tests.fixtures import RawPeer
 
 
 def declared() -> set[tuple[str, str, str]]:

@@ -8,7 +8,7 @@ Bye codes arrived before the close, and attack-specific numbers.  Every loop
 is bounded both in count and in time, so an attack ends even against a router
 that never defends itself (then ``not_cut`` says so).
 
-``tests/router/test_hostile.py`` runs them against an in-process router on the
+``tests/security/test_hostile.py`` runs them against an in-process router on the
 test's reactor with small counts; ``benchmarks/attacks.py`` runs each one in a
 process of its own (``python -m gnurouter.bench.attacks NAME --target
 HOST:PORT``) against a router process, while an `HonestProbe` in the driver

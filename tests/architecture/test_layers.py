@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "gnurouter"
+from tests.fixtures import ROOT
+
+PACKAGE = ROOT / "gnurouter"
 
 LAYERS: dict[str, int] = {
     "protocol": 0,

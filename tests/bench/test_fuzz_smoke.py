@@ -9,15 +9,14 @@ import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from gnurouter.protocol.errors import ProtocolError
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "fuzz.py"
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures import ROOT
 
 
 def test_pipeline_benchmark_delivers_every_query_and_reports_each_stage() -> None:

@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.web import resource, server
 
 from gnurouter.cli import build_parser, config_from_args
 from gnurouter.mesh.bootstrap import parse_response, request_url
 from gnurouter.mesh.hostcache import HostCache
-from tests.conftest import join, wait_for
-from tests.live.helpers import GTK_GNUTELLA_ULTRAPEER, LIMEWIRE_LEAF, until
+from tests.fixtures import GTK_GNUTELLA_ULTRAPEER, LIMEWIRE_LEAF, Listening, join, until, wait_for
 
 
 class FakeGWebCache(resource.Resource):
@@ -35,9 +33,9 @@ class FakeGWebCache(resource.Resource):
         return ("\n".join(lines) + "\n").encode()
 
 
-def serve(cache: FakeGWebCache) -> tuple[Any, str]:
-    port = reactor.listenTCP(0, server.Site(cache), interface="127.0.0.1")
-    return port, f"http://127.0.0.1:{port.getHost().port}/gwc.php"
+def serve(cache: FakeGWebCache) -> tuple[Listening, str]:
+    listening = Listening(server.Site(cache))
+    return listening, f"http://127.0.0.1:{listening.address[1]}/gwc.php"
 
 
 def test_replies_of_both_cache_generations_are_understood() -> None:
@@ -81,7 +79,7 @@ async def test_gwebcache_bootstrap_finds_an_ultrapeer(start_router: Any) -> None
         router._tick("catcher", "catch")
         assert router.bootstrap.next_cache() is not None  # only the learned one is ready
     finally:
-        await port.stopListening()
+        await port.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -102,7 +100,7 @@ async def test_no_bootstrap_makes_no_http_request(start_router: Any) -> None:
         router._tick("catcher", "catch")
         await until(lambda: len(cache.requests) == 1)
     finally:
-        await port.stopListening()
+        await port.stop()
 
 
 def test_no_bootstrap_on_the_command_line() -> None:

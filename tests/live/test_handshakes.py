@@ -5,24 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor
 
+from gnurouter.protocol.handshake import Headers
 from gnurouter.protocol.messages import Bye, MessageType, VendorMessage
 from gnurouter.protocol.vendor import MessagesSupported
-from tests.conftest import join, wait_for
-from tests.live.helpers import (
+from tests.fixtures import (
     GTK_GNUTELLA_LEAF,
     GTK_GNUTELLA_ULTRAPEER,
     LIMEWIRE_LEAF,
     LIMEWIRE_ULTRAPEER,
+    HeaderPairs,
+    Listening,
     RawListener,
+    RawPeer,
     block,
-    limewire_good_ultrapeer,
+    delivered,
+    join,
     parse_block,
-    query,
     raw_connect,
+    servent_query,
+    shake_hands,
     until,
+    wait_for,
 )
+from tests.live.helpers import limewire_good_ultrapeer
 
 
 def role_of(router: Any, address_port: int) -> str | None:
@@ -32,19 +38,12 @@ def role_of(router: Any, address_port: int) -> str | None:
     return None
 
 
-async def handshake_in(router: Any, headers: Any, final: list[tuple[str, str]]) -> Any:
+async def handshake_in(
+    router: Any, headers: HeaderPairs, final: HeaderPairs
+) -> tuple[RawPeer, str, Headers]:
     """Connect with `headers`, read our reply, answer `final`; the RawPeer and our reply."""
     peer = await raw_connect(router.listening_address())
-    peer.write(block("GNUTELLA CONNECT/0.6", headers))
-    await peer.until(b"\r\n\r\n")
-    status, reply, _ = parse_block(bytes(peer.data))
-    if status.startswith("GNUTELLA/0.6 200"):
-        peer.write(block("GNUTELLA/0.6 200 OK", final))
-        peer.start_stream(
-            len(bytes(peer.data).partition(b"\r\n\r\n")[0]) + 4,
-            inflate=reply.get("Content-Encoding") == "deflate",
-            deflate=("Content-Encoding", "deflate") in final,
-        )
+    status, reply = await shake_hands(peer, headers, final)
     return peer, status, reply
 
 
@@ -79,9 +78,7 @@ async def test_degree_follows_the_configured_slots(start_router: Any) -> None:
     # ("503 Not Good Ultrapeer" in its final reply): the router lets it go.
     router = start_router(max_ultrapeers=8, target_peers=0)
     peer = await raw_connect(router.listening_address())
-    peer.write(block("GNUTELLA CONNECT/0.6", LIMEWIRE_LEAF))
-    await peer.until(b"\r\n\r\n")
-    status, reply, _ = parse_block(bytes(peer.data))
+    status, reply = await shake_hands(peer, LIMEWIRE_LEAF, final=None)
     assert status.startswith("GNUTELLA/0.6 200") and reply.get("X-Degree") == "8"
     assert not limewire_good_ultrapeer(reply)
     peer.write(block("GNUTELLA/0.6 503 Not Good Ultrapeer", [("User-Agent", "LimeWire/5.5.16")]))
@@ -117,9 +114,9 @@ async def test_we_connect_out_to_an_ultrapeer_and_decline_leaf_guidance(
 ) -> None:
     router = start_router()
     listener = RawListener()
-    port = reactor.listenTCP(0, listener, interface="127.0.0.1")
+    listening = Listening(listener)
     try:
-        router.connect(("127.0.0.1", port.getHost().port))
+        router.connect(listening.address)
         remote = await listener.accepted.get()
         await remote.until(b"\r\n\r\n")
         first, ours, _ = parse_block(bytes(remote.data))
@@ -143,15 +140,15 @@ async def test_we_connect_out_to_an_ultrapeer_and_decline_leaf_guidance(
         assert peer.role == "ultrapeer" and peer.outgoing
         assert router.policy.leaf_guidance_declined == 1
     finally:
-        await port.stopListening()
+        await listening.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_refusal_by_a_full_ultrapeer_teaches_hosts_and_backs_off(start_router: Any) -> None:
     router = start_router()
     listener = RawListener()
-    port = reactor.listenTCP(0, listener, interface="127.0.0.1")
-    address = ("127.0.0.1", port.getHost().port)
+    listening = Listening(listener)
+    address = listening.address
     try:
         router.hosts.add(address)
         router.connect(address)
@@ -167,13 +164,13 @@ async def test_refusal_by_a_full_ultrapeer_teaches_hosts_and_backs_off(start_rou
         await wait_for(router, lambda: len(router.peers) == 0)
         await until(lambda: ("10.1.2.4", 6347) in router.hosts)
         # The refusal counts as a failed attempt: that host backs off.
-        await until(lambda: router.hosts.get(address).failures == 1)  # type: ignore[union-attr]
-        assert router.hosts.get(("10.1.2.4", 6347)).ultrapeer  # type: ignore[union-attr]
+        await until(lambda: router.hosts.get(address).failures == 1)
+        assert router.hosts.get(("10.1.2.4", 6347)).ultrapeer
         assert ("10.1.2.5", 6346) in router.hosts
         refused = router.hosts.get(address)
         assert refused is not None and refused.failures == 1 and refused.retry_at > 0
     finally:
-        await port.stopListening()
+        await listening.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -208,9 +205,9 @@ async def test_old_style_nodes_take_an_ultrapeer_slot_and_get_the_flood(
     [peer] = router.peers.established()
     assert peer.role == "legacy"
     sender = await join(router, headers=LIMEWIRE_LEAF)
-    request = query("anything at all")
+    request = servent_query("anything at all")
     sender.send(request)
-    relayed = await old.next_message(reactor, lambda m: m.guid == request.guid)
+    relayed = await delivered(old, request)
     assert relayed.payload == request.payload
     # It used the one ultrapeer slot.
     _, status, _ = await handshake_in(router, GTK_GNUTELLA_ULTRAPEER, [])

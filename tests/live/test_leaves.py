@@ -22,24 +22,21 @@ from gnurouter.protocol.messages import (
 )
 from gnurouter.protocol.qrp import QrpReceiver, QrpTable, QueryKeys
 from gnurouter.protocol.vendor import MessagesSupported
-from tests.conftest import DecisionWatch, join
-from tests.live.helpers import (
+from tests.fixtures import (
     GTK_GNUTELLA_ULTRAPEER,
     LIMEWIRE_LEAF,
     LIMEWIRE_ULTRAPEER,
-    leaf,
+    DecisionWatch,
+    delivered,
+    join,
     qrp_messages,
-    query,
+    servent_query,
     until,
     vendor,
 )
+from tests.live.helpers import leaf
 
 NO_VENDOR_LEAF = tuple(pair for pair in LIMEWIRE_LEAF if pair[0] != "Vendor-Message")
-
-
-async def delivered(servent: Any, marker: Message) -> None:
-    """Wait for `marker`: whatever the router routed before it to `servent` has arrived."""
-    await servent.next_message(reactor, lambda m: m.guid == marker.guid)
 
 
 def got(servent: Any, message: Message) -> bool:
@@ -55,10 +52,10 @@ async def test_only_matching_queries_reach_a_leaf_and_a_patch_changes_what_match
     sharer = await leaf(router, ["free", "music", "ogg"])
     watcher = await leaf(router)  # no table: a marker for "everything routed so far"
     asker = await join(router, headers=LIMEWIRE_ULTRAPEER)
-    hit, miss, half = query("Free Music"), query("jazz"), query("free jazz")
-    marker = query("marker")
+    hit, miss, half = servent_query("Free Music"), servent_query("jazz"), servent_query("free jazz")
+    marker = servent_query("marker")
     asker.send(hit, miss, half, marker)
-    relayed = await sharer.next_message(reactor, lambda m: m.guid == hit.guid)
+    relayed = await delivered(sharer, hit)
     assert relayed.payload == hit.payload and relayed.hops == 1 and relayed.ttl == 3
     await delivered(watcher, marker)
     assert not got(sharer, miss) and not got(sharer, half)
@@ -74,9 +71,13 @@ async def test_only_matching_queries_reach_a_leaf_and_a_patch_changes_what_match
     assert [m.body().__class__ for m in update] == [RouteTablePatch]
     sharer.send(*update)
     await until(lambda: info.table is not before)
-    again_hit, again_miss, marker2 = query("free jazz"), query("free music"), query("marker")
+    again_hit, again_miss, marker2 = (
+        servent_query("free jazz"),
+        servent_query("free music"),
+        servent_query("marker"),
+    )
     asker.send(again_hit, again_miss, marker2)
-    await sharer.next_message(reactor, lambda m: m.guid == again_hit.guid)
+    await delivered(sharer, again_hit)
     await delivered(watcher, marker2)
     assert not got(sharer, again_miss)
     snapshot = {p["id"]: p for p in router.snapshot()["peers"]}
@@ -91,10 +92,10 @@ async def test_expired_queries_still_reach_matching_leaves_with_ttl_1(start_rout
     sharer = await leaf(router, ["last", "hop"])
     other_up = await join(router, headers=LIMEWIRE_ULTRAPEER)
     asker = await join(router, headers=LIMEWIRE_ULTRAPEER)
-    last = query("last hop", ttl=1, hops=2)
-    marker = query("marker", ttl=2)
+    last = servent_query("last hop", ttl=1, hops=2)
+    marker = servent_query("marker", ttl=2)
     asker.send(last, marker)
-    relayed = await sharer.next_message(reactor, lambda m: m.guid == last.guid)
+    relayed = await delivered(sharer, last)
     assert (relayed.ttl, relayed.hops) == (1, 3) and relayed.payload == last.payload
     await delivered(other_up, marker)
     assert not got(other_up, last)  # its TTL is spent for ultrapeers
@@ -107,23 +108,23 @@ async def test_leaves_without_a_table_get_the_flood_unless_configured_otherwise(
     flooding = start_router()
     quiet = await leaf(flooding)
     asker = await join(flooding, headers=LIMEWIRE_ULTRAPEER)
-    request = query("whatever")
+    request = servent_query("whatever")
     asker.send(request)
-    await quiet.next_message(reactor, lambda m: m.guid == request.guid)
+    await delivered(quiet, request)
 
     strict = start_router(flood_tableless_leaves=False)
     quiet = await leaf(strict)
     watcher = await join(strict, headers=GTK_GNUTELLA_ULTRAPEER)
     asker = await join(strict, headers=LIMEWIRE_ULTRAPEER)
-    request, marker = query("whatever"), query("marker")
+    request, marker = servent_query("whatever"), servent_query("marker")
     asker.send(request, marker)
     await delivered(watcher, marker)
     assert not got(quiet, request)
     # The switch is live.
     strict.control.set("router.flood_tableless_leaves", True)
-    later = query("whatever else")
+    later = servent_query("whatever else")
     asker.send(later)
-    await quiet.next_message(reactor, lambda m: m.guid == later.guid)
+    await delivered(quiet, later)
 
 
 @pytest_twisted.ensureDeferred
@@ -136,10 +137,14 @@ async def test_hops_flow_stops_queries_at_or_above_the_hop_count(start_router: A
     busy.send(vendor(b"BEAR", 4, 1, bytes([2])))
     probe = Message.from_body(new_guid(), 1, 0, Ping())
     busy.send(probe)
-    await busy.next_message(reactor, lambda m: m.guid == probe.guid)
-    near, far, marker = query("near", hops=0), query("far", hops=1), query("marker", hops=3)
+    await delivered(busy, probe)
+    near, far, marker = (
+        servent_query("near", hops=0),
+        servent_query("far", hops=1),
+        servent_query("marker", hops=3),
+    )
     asker.send(near, far, marker)
-    got_near = await busy.next_message(reactor, lambda m: m.guid == near.guid)
+    got_near = await delivered(busy, near)
     assert got_near.hops == 1
     await delivered(watcher, marker)
     assert not got(busy, far) and not got(busy, marker)
@@ -152,8 +157,8 @@ async def test_hops_flow_stops_queries_at_or_above_the_hop_count(start_router: A
     busy.send(vendor(b"BEAR", 4, 1, bytes([255])))
     probe = Message.from_body(new_guid(), 1, 0, Ping())
     watcher.send(probe)
-    await watcher.next_message(reactor, lambda m: m.guid == probe.guid)
-    blocked, marker = query("blocked"), query("marker two")
+    await delivered(watcher, probe)
+    blocked, marker = servent_query("blocked"), servent_query("marker two")
     asker.send(blocked, marker)
     await delivered(busy, marker)
     assert not got(watcher, blocked) and got(busy, blocked)
@@ -179,8 +184,8 @@ async def test_messages_supported_answered_and_unknown_vendor_messages_ignored(
     peer.send(unknown, unknown)
     probe = Message.from_body(new_guid(), 1, 0, Ping())
     peer.send(probe)
-    await peer.next_message(reactor, lambda m: m.guid == probe.guid)
-    marker = query("marker")
+    await delivered(peer, probe)
+    marker = servent_query("marker")
     peer.send(marker)
     await delivered(other, marker)
     vendor_bodies = [m.body() for m in other.received if m.type == MessageType.VENDOR]
@@ -194,7 +199,7 @@ async def test_messages_supported_answered_and_unknown_vendor_messages_ignored(
     ]
     # Sending it again gets no second answer (no ping-pong of lists).
     peer.send(theirs.message(), probe2 := Message.from_body(new_guid(), 1, 0, Ping()))
-    await peer.next_message(reactor, lambda m: m.guid == probe2.guid)
+    await delivered(peer, probe2)
     assert len(peer.messages_of(MessageType.VENDOR)) == 1
 
 
@@ -227,8 +232,8 @@ async def test_flags_ggep_and_extensions_are_relayed_byte_for_byte(start_router:
     info = router.routing.peer_info(sharer.router_peer_id)
     await until(lambda: info is not None and info.table == table)
     asker.send(request)
-    to_up = await up.next_message(reactor, lambda m: m.guid == request.guid)
-    to_leaf = await sharer.next_message(reactor, lambda m: m.guid == request.guid)
+    to_up = await delivered(up, request)
+    to_leaf = await delivered(sharer, request)
     assert to_up.payload == payload and to_leaf.payload == payload
 
 
@@ -269,7 +274,7 @@ async def test_ultrapeer_neighbours_get_our_leaves_merged_table(start_router: An
     assert receiver.table.matches(QueryKeys.from_criteria("verdi opera"))
     assert not receiver.table.matches(QueryKeys.from_criteria("wagner"))
     # Only ultrapeers that said X-Ultrapeer-Query-Routing get one.
-    marker = query("marker")
+    marker = servent_query("marker")
     neighbour.send(marker)
-    await plain.next_message(reactor, lambda m: m.guid == marker.guid)
+    await delivered(plain, marker)
     assert not plain.messages_of(MessageType.QRP)

@@ -11,25 +11,35 @@ flooding and only to the leaf whose table matches; the hit retraces the path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
 
-from gnurouter.protocol.messages import Message as GnutellaMessage
-from gnurouter.protocol.messages import MessageType, QueryHit, QueryHitResult
-from tests.conftest import DecisionWatch, wait_for
-from tests.live.helpers import GTK_GNUTELLA_LEAF, LIMEWIRE_LEAF, leaf, query, until
+from gnurouter.edge.service import RouterService
+from gnurouter.protocol.messages import MessageType
+from tests.fixtures import (
+    GTK_GNUTELLA_LEAF,
+    LIMEWIRE_LEAF,
+    DecisionWatch,
+    at_least_established,
+    delivered,
+    query_hit,
+    servent_query,
+    until,
+    wait_for,
+)
+from tests.live.helpers import leaf
 
 
-async def chain(start_router: Any, count: int) -> list[Any]:
+async def chain(start_router: Callable[..., RouterService], count: int) -> list[RouterService]:
     routers = [start_router() for _ in range(count)]
     for left, right in pairwise(routers):
         left.connect(right.listening_address())
     for index, router in enumerate(routers):
-        wanted = (index > 0) + (index < count - 1)
-        await wait_for(router, lambda r=router, w=wanted: len(r.peers.established()) >= w)
+        await at_least_established(router, (index > 0) + (index < count - 1))
     for router in routers:
         assert {p.role for p in router.peers.established()} == {"ultrapeer"}
     return routers
@@ -46,34 +56,25 @@ async def test_a_leaf_query_reaches_a_sharing_leaf_two_routers_away_and_the_hit_
     sharer = await leaf(r3, ["free", "music", "ogg"], headers=GTK_GNUTELLA_LEAF)
     bystander = await leaf(r3, ["jazz"], headers=LIMEWIRE_LEAF)
 
-    request = query("free music", ttl=3)
+    request = servent_query("free music", ttl=3)
     asker.send(request)
-    arrived = await sharer.next_message(reactor, lambda m: m.guid == request.guid)
+    arrived = await delivered(sharer, request)
     assert arrived.payload == request.payload
     assert (arrived.hops, arrived.ttl) == (3, 1)  # r1, r2, r3 each relayed it once
     # Every router decided once, and forwarded; nobody else's leaf got it.
     await watch.wait_until(lambda: len(watch.for_guid(request.guid)) == 3)
     assert [d.action for _, d in watch.for_guid(request.guid)] == ["forwarded"] * 3
     # A marker flood proves the other leaves had their chance.
-    chess, jazz = query("chess", ttl=3), query("jazz", ttl=3)
+    chess, jazz = servent_query("chess", ttl=3), servent_query("jazz", ttl=3)
     asker.send(chess, jazz)
-    await other.next_message(reactor, lambda m: m.guid == chess.guid)
-    await bystander.next_message(reactor, lambda m: m.guid == jazz.guid)
+    await delivered(other, chess)
+    await delivered(bystander, jazz)
     for quiet in (other, bystander):
         assert not any(m.guid == request.guid for m in quiet.received)
 
     servent_id = bytes(range(100, 116))
-    hit = GnutellaMessage.from_body(
-        request.guid,
-        4,
-        0,
-        QueryHit(
-            port=6346,
-            ip="10.9.9.3",
-            speed=1000,
-            results=(QueryHitResult(index=1, size=4096, name="free music.ogg"),),
-            servent_id=servent_id,
-        ),
+    hit = query_hit(
+        request.guid, servent_id, ttl=4, ip="10.9.9.3", speed=1000, size=4096, name="free music.ogg"
     )
     sharer.send(hit)
     back = await asker.next_message(reactor, lambda m: m.type == MessageType.QUERY_HIT)
@@ -104,17 +105,15 @@ async def test_last_hop_queries_follow_the_neighbour_ultrapeers_tables(start_rou
         return len(infos) == 2 and all(i is not None and i.table is not None for i in infos)
 
     await until(tables_in)
-    request = query("rare bootleg", ttl=2)  # r1 relays it with TTL 1: the last hop
+    request = servent_query("rare bootleg", ttl=2)  # r1 relays it with TTL 1: the last hop
     asker.send(request)
-    await sharer.next_message(reactor, lambda m: m.guid == request.guid)
-    marker = query("common", ttl=2)
+    await delivered(sharer, request)
+    marker = servent_query("common", ttl=2)
     asker.send(marker)
-    await elsewhere.next_message(reactor, lambda m: m.guid == marker.guid)
+    await delivered(elsewhere, marker)
     assert not any(m.guid == request.guid for m in elsewhere.received)
     # Each neighbour was spared exactly the one query its leaves cannot answer.
     withheld = [
-        r1.routing.peer_info(p.id).withheld  # type: ignore[union-attr]
-        for p in r1.peers.established()
-        if p.role == "ultrapeer"
+        r1.routing.peer_info(p.id).withheld for p in r1.peers.established() if p.role == "ultrapeer"
     ]
     assert withheld == [{"qrp-miss": 1}, {"qrp-miss": 1}]

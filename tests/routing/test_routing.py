@@ -12,53 +12,29 @@ from gnurouter.protocol.messages import (
     Pong,
     Push,
     Query,
-    QueryHit,
-    QueryHitResult,
     VendorMessage,
     new_guid,
 )
-from gnurouter.routing.decisions import Decision, RoutingRules
+from gnurouter.routing.decisions import Decision
 from gnurouter.routing.roles import LOCAL
 from gnurouter.routing.roles import ULTRAPEER as ULTRAPEER_ROLE
 from gnurouter.routing.router import Router
 from gnurouter.routing.tables import RouteTable
+from tests.fixtures import (
+    OWN_PONG,
+    ManualClock,
+    ping,
+    qrp_messages,
+    query,
+    query_hit,
+    routing_router,
+    targets,
+)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-OWN_PONG = Pong(port=6346, ip="127.0.0.1", files=0, kbytes=0)
-
-
-def make_router(clock: Clock, **rules: object) -> Router:
-    router = Router(RoutingRules(**rules), lambda: OWN_PONG, clock)  # type: ignore[arg-type]
-    for peer in (1, 2, 3):
-        router.peer_joined(peer)
-    return router
-
-
-def query(ttl: int = 7, hops: int = 0, guid: bytes | None = None) -> Message:
-    return Message.from_body(guid or new_guid(), ttl, hops, Query(flags=0, criteria="ogg"))
-
-
-def hit(guid: bytes, servent_id: bytes, ttl: int = 7) -> Message:
-    body = QueryHit(
-        port=6346,
-        ip="10.0.0.9",
-        speed=100,
-        results=(QueryHitResult(index=1, size=10, name="a.ogg"),),
-        servent_id=servent_id,
-    )
-    return Message.from_body(guid, ttl, 0, body)
-
-
-def targets(decision: Decision) -> set[int]:
-    return {peer for _, peers in decision.sends for peer in peers}
+def make_router(clock: ManualClock, **rules: object) -> Router:
+    """A router with ultrapeers 1, 2 and 3 joined."""
+    return routing_router(clock, peers=(1, 2, 3), **rules)
 
 
 def sent_to(decision: Decision, peer: int) -> list[Message]:
@@ -66,7 +42,7 @@ def sent_to(decision: Decision, peer: int) -> list[Message]:
 
 
 def test_query_floods_to_all_other_peers_with_ttl_decremented() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     decision = router.route(1, query(ttl=5, hops=1))
     assert decision.action == "forwarded"
     assert targets(decision) == {2, 3}
@@ -75,7 +51,7 @@ def test_query_floods_to_all_other_peers_with_ttl_decremented() -> None:
 
 
 def test_duplicate_is_keyed_by_guid_and_type() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     guid = new_guid()
     assert router.route(1, query(guid=guid)).action == "forwarded"
     assert router.route(2, query(guid=guid)).reason == "duplicate"
@@ -86,12 +62,12 @@ def test_duplicate_is_keyed_by_guid_and_type() -> None:
 
 @pytest.mark.parametrize(("ttl", "hops"), [(1, 0), (0, 3), (1, 6)])
 def test_expired_ttl_is_never_forwarded(ttl: int, hops: int) -> None:
-    decision = make_router(Clock()).route(1, query(ttl=ttl, hops=hops))
+    decision = make_router(ManualClock()).route(1, query(ttl=ttl, hops=hops))
     assert decision.reason == "ttl-expired" and not decision.sends
 
 
 def test_hops_plus_ttl_is_clamped_to_max_ttl() -> None:
-    router = make_router(Clock(), max_ttl=7)
+    router = make_router(ManualClock(), max_ttl=7)
     decision = router.route(1, query(ttl=15, hops=2))
     [relayed] = sent_to(decision, 2)
     assert relayed.hops == 3 and relayed.hops + relayed.ttl == 7
@@ -100,11 +76,11 @@ def test_hops_plus_ttl_is_clamped_to_max_ttl() -> None:
 
 
 def test_query_hit_follows_reverse_route_and_teaches_push_route() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     request = query()
     router.route(1, request)
     servent_id = b"S" * 16
-    decision = router.route(3, hit(request.guid, servent_id))
+    decision = router.route(3, query_hit(request.guid, servent_id))
     assert decision.action == "routed" and targets(decision) == {1}
     push = Message.from_body(new_guid(), 7, 0, Push(servent_id, 1, "10.0.0.1", 6346))
     routed = router.route(1, push)
@@ -118,22 +94,22 @@ def test_query_hit_follows_reverse_route_and_teaches_push_route() -> None:
 
 
 def test_reply_without_route_is_dropped() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     pong = Message.from_body(new_guid(), 5, 0, Pong(port=1, ip="10.1.1.1", files=0, kbytes=0))
     assert router.route(2, pong).reason == "no-route"
-    assert router.route(2, hit(new_guid(), b"Z" * 16)).reason == "no-route"
+    assert router.route(2, query_hit(new_guid(), b"Z" * 16)).reason == "no-route"
 
 
 def test_reply_to_departed_peer_is_dropped_as_route_gone() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     request = query()
     router.route(1, request)
     router.peer_left(1)
-    assert router.route(2, hit(request.guid, b"Q" * 16)).reason == "route-gone"
+    assert router.route(2, query_hit(request.guid, b"Q" * 16)).reason == "route-gone"
 
 
 def test_routes_expire_by_age_one_by_one() -> None:
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(clock, route_ttl=60.0)
     old = query()
     router.route(1, old)
@@ -142,8 +118,8 @@ def test_routes_expire_by_age_one_by_one() -> None:
     router.route(1, young)
     clock.now += 31  # old is 61 s old, young 31 s
     assert router.expire() == 1
-    assert router.route(3, hit(old.guid, b"A" * 16)).reason == "no-route"
-    assert router.route(3, hit(young.guid, b"B" * 16)).action == "routed"
+    assert router.route(3, query_hit(old.guid, b"A" * 16)).reason == "no-route"
+    assert router.route(3, query_hit(young.guid, b"B" * 16)).action == "routed"
 
 
 def test_route_table_is_bounded() -> None:
@@ -159,7 +135,7 @@ def test_route_table_is_bounded() -> None:
 
 
 def test_ping_is_answered_from_pong_cache_not_flooded_every_time() -> None:
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(clock, ping_refresh_interval=5.0)
     for index in range(3):
         pong = Pong(port=6000 + index, ip=f"10.0.0.{index}", files=index, kbytes=1)
@@ -175,7 +151,7 @@ def test_ping_is_answered_from_pong_cache_not_flooded_every_time() -> None:
 
 
 def test_keepalive_ping_gets_only_our_pong() -> None:
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(clock)
     router.pong_cache.add(Pong(port=1, ip="10.0.0.1", files=0, kbytes=0), 1, 2, clock.now)
     decision = router.route(1, Message.from_body(new_guid(), 1, 0, Ping()))
@@ -183,7 +159,7 @@ def test_keepalive_ping_gets_only_our_pong() -> None:
 
 
 def test_ping_flood_from_one_peer_is_rate_limited() -> None:
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(clock, ping_rate_per_peer=1.0, ping_burst_per_peer=3)
     reasons = [
         router.route(1, Message.from_body(new_guid(), 1, 0, Ping())).reason for _ in range(5)
@@ -196,7 +172,7 @@ def test_ping_flood_from_one_peer_is_rate_limited() -> None:
 
 
 def test_pong_for_our_own_ping_is_consumed_and_feeds_hosts() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     ping = router.originate_ping()
     pong = Message.from_body(ping.guid, 1, 0, Pong(port=6347, ip="10.2.2.2", files=3, kbytes=9))
     decision = router.route(2, pong)
@@ -209,17 +185,17 @@ def test_pong_for_our_own_ping_is_consumed_and_feeds_hosts() -> None:
     [Bye(200, "bye"), VendorMessage(b"GTKG", 1, 1, b"")],
 )
 def test_hop_by_hop_messages_are_never_forwarded(body: object) -> None:
-    decision = make_router(Clock()).route(1, Message.from_body(new_guid(), 1, 0, body))  # type: ignore[arg-type]
+    decision = make_router(ManualClock()).route(1, Message.from_body(new_guid(), 1, 0, body))  # type: ignore[arg-type]
     assert not decision.sends
 
 
 def test_vendor_message_with_hops_is_dropped() -> None:
     message = Message.from_body(new_guid(), 2, 1, VendorMessage(b"LIME", 5, 1, b""))
-    assert make_router(Clock()).route(1, message).reason == "vendor-not-hop-by-hop"
+    assert make_router(ManualClock()).route(1, message).reason == "vendor-not-hop-by-hop"
 
 
 def test_flood_ping_mode_forwards_like_a_query() -> None:
-    router = make_router(Clock(), ping_mode="flood")
+    router = make_router(ManualClock(), ping_mode="flood")
     decision = router.route(1, Message.from_body(new_guid(), 3, 0, Ping()))
     assert decision.action == "forwarded" and targets(decision) == {2, 3}
 
@@ -227,19 +203,15 @@ def test_flood_ping_mode_forwards_like_a_query() -> None:
 # -- limits: what one peer may insert into shared tables ---------------------------------
 
 
-def ping(ttl: int = 1) -> Message:
-    return Message.from_body(new_guid(), ttl, 0, Ping())
-
-
 def test_refused_pings_leave_no_trace_in_the_route_table() -> None:
-    router = make_router(Clock(), ping_burst_per_peer=5, ping_flood_refusals=10**9)
+    router = make_router(ManualClock(), ping_burst_per_peer=5, ping_flood_refusals=10**9)
     reasons = [router.route(1, ping()).reason for _ in range(10_000)]
     assert reasons.count("ping-rate") == 10_000 - 5
     assert len(router.seen) == 5  # only the answered ones hold a route
 
 
 def test_a_peer_that_keeps_flooding_pings_is_cut_off_once() -> None:
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(
         clock, ping_burst_per_peer=5, ping_flood_refusals=10, ping_flood_window=60.0
     )
@@ -259,7 +231,7 @@ def test_a_peer_that_keeps_flooding_pings_is_cut_off_once() -> None:
 
 
 def test_refusals_spread_thinly_over_time_are_tolerated() -> None:
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(
         clock, ping_rate_per_peer=1.0, ping_burst_per_peer=1, ping_flood_refusals=10
     )
@@ -271,7 +243,7 @@ def test_refusals_spread_thinly_over_time_are_tolerated() -> None:
 
 
 def test_one_peer_cannot_evict_everyone_elses_routes() -> None:
-    router = make_router(Clock(), route_table_max=640, route_share_max=0.25)
+    router = make_router(ManualClock(), route_table_max=640, route_share_max=0.25)
     honest = [query() for _ in range(100)]
     for request in honest[:50]:
         assert router.route(2, request).action == "forwarded"
@@ -283,25 +255,25 @@ def test_one_peer_cannot_evict_everyone_elses_routes() -> None:
     # Every eviction was the flooder's own: it may fill free room, never
     # take anybody else's.
     assert router.seen.evicted == router.seen.evicted_over_share >= 20_000 - 640
-    routed = [router.route(3, hit(request.guid, b"H" * 16)) for request in honest]
+    routed = [router.route(3, query_hit(request.guid, b"H" * 16)) for request in honest]
     assert all(d.action == "routed" and targets(d) == {2} for d in routed)
     assert router.limit_counters()["routes_evicted_over_share"] == router.seen.evicted_over_share
 
 
 def test_without_a_share_limit_the_flood_evicts_everyone() -> None:
     # The same flood with the limit off: what the limit prevents.
-    router = make_router(Clock(), route_table_max=640, route_share_max=1.0)
+    router = make_router(ManualClock(), route_table_max=640, route_share_max=1.0)
     honest = [query() for _ in range(100)]
     for request in honest:
         router.route(2, request)
     for _ in range(20_000):
         router.route(1, query())
-    reasons = {router.route(3, hit(request.guid, b"H" * 16)).reason for request in honest}
+    reasons = {router.route(3, query_hit(request.guid, b"H" * 16)).reason for request in honest}
     assert reasons == {"no-route"}
 
 
 def test_a_lone_busy_peer_is_routed_as_before() -> None:
-    router = make_router(Clock(), route_table_max=640, route_share_max=0.25)
+    router = make_router(ManualClock(), route_table_max=640, route_share_max=0.25)
     requests = [query() for _ in range(5000)]
     assert all(router.route(1, r).action == "forwarded" for r in requests)
     assert 630 <= len(router.seen) <= 640
@@ -334,7 +306,7 @@ def test_route_table_owner_counts_stay_exact() -> None:
 
 
 def test_a_push_for_an_unknown_servent_records_nothing() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     before = len(router.seen)
     for _ in range(1000):
         push = Message.from_body(new_guid(), 7, 0, Push(new_guid(), 1, "10.0.0.1", 6346))
@@ -343,20 +315,20 @@ def test_a_push_for_an_unknown_servent_records_nothing() -> None:
 
 
 def test_unsolicited_replies_teach_nothing_shared() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     for index in range(200):
         pong = Message.from_body(
             new_guid(), 5, 0, Pong(port=1000 + index, ip=f"10.7.0.{index}", files=0, kbytes=0)
         )
         decision = router.route(2, pong)
         assert decision.reason == "no-route" and not decision.learned_hosts
-        assert router.route(2, hit(new_guid(), new_guid())).reason == "no-route"
+        assert router.route(2, query_hit(new_guid(), new_guid())).reason == "no-route"
     assert len(router.pong_cache) == 0
     assert len(router.push_routes) == 0
 
 
 def test_vendor_message_labels_per_peer_are_bounded() -> None:
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     for index in range(1000):
         vendor = index.to_bytes(4, "big")
         router.route(1, Message.from_body(new_guid(), 1, 0, VendorMessage(vendor, 1, 1, b"")))
@@ -368,26 +340,17 @@ def test_vendor_message_labels_per_peer_are_bounded() -> None:
 # -- QRP limits and deferred QRP work --------------------------------------------------------
 
 
-def qrp_sequence(words: list[str], bits: int = 16) -> list[Message]:
-    from gnurouter.protocol.qrp import QrpTable, build_update
-
-    table = QrpTable.from_words(words, bits)
-    return [
-        Message.from_body(new_guid(), 1, 0, b) for b in build_update(None, table.resized_bits(bits))
-    ]
-
-
 def test_a_table_larger_than_the_cap_cuts_its_leaf_off() -> None:
     from gnurouter.protocol.messages import RouteTableReset
     from gnurouter.routing.roles import LEAF
 
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     router.peer_joined(4, LEAF)
     decision = router.route(4, Message.from_body(new_guid(), 1, 0, RouteTableReset(1 << 24, 7)))
     assert decision.dropped and decision.reason == "qrp-table-too-large"
     assert decision.close is not None and decision.close[0] == 413
     assert router.cutoffs == {"qrp-table-too-large": 1}
-    follow_up = router.route(4, qrp_sequence(["late"])[0])
+    follow_up = router.route(4, qrp_messages(["late"])[0])
     assert follow_up.reason == "closing" and follow_up.close is None
 
 
@@ -395,12 +358,12 @@ def test_a_leaf_resetting_over_and_over_is_cut_off() -> None:
     from gnurouter.protocol.qrp import QrpLimits
     from gnurouter.routing.roles import LEAF
 
-    clock = Clock()
+    clock = ManualClock()
     router = make_router(clock, qrp_limits=QrpLimits(reset_burst=2, update_burst=2))
     router.peer_joined(4, LEAF)
-    outcomes = []
+    outcomes: list[Decision] = []
     for _ in range(3):
-        outcomes.extend(router.route(4, m) for m in qrp_sequence(["song", "album"]))
+        outcomes.extend(router.route(4, m) for m in qrp_messages(["song", "album"]))
     assert outcomes[-1].reason in ("qrp-reset-rate", "qrp-update-rate", "closing")
     assert sum(d.close is not None for d in outcomes) == 1
     assert set(router.cutoffs) <= {"qrp-reset-rate", "qrp-update-rate"}
@@ -410,10 +373,10 @@ def test_a_leaf_resetting_over_and_over_is_cut_off() -> None:
 def test_deferred_qrp_is_applied_by_process_and_installed_by_commit() -> None:
     from gnurouter.routing.roles import LEAF
 
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     router.peer_joined(4, LEAF)
     router.defer_qrp = True
-    decisions = [router.route(4, m) for m in qrp_sequence(["free", "music"])]
+    decisions = [router.route(4, m) for m in qrp_messages(["free", "music"])]
     info = router.peer_info(4)
     assert info is not None and info.table is None and info.qrp is not None
     assert info.qrp.resets == 0  # nothing applied yet: routing only queued them
@@ -435,10 +398,10 @@ def test_deferred_qrp_is_applied_by_process_and_installed_by_commit() -> None:
 def test_qrp_update_steps_add_up_to_the_whole() -> None:
     from gnurouter.routing.roles import LEAF
 
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     router.peer_joined(5, ULTRAPEER_ROLE, up_qrp=True)
     router.peer_joined(4, LEAF)
-    for message in qrp_sequence(["free", "music"]):
+    for message in qrp_messages(["free", "music"]):
         router.route(4, message)
     plan = router.plan_qrp_updates()
     assert [info.id for info, _ in plan.due] == [5]
@@ -451,7 +414,7 @@ def test_a_bug_applying_one_qrp_update_costs_only_its_peer(monkeypatch: pytest.M
     from gnurouter.protocol.qrp import QrpReceiver
     from gnurouter.routing.roles import LEAF
 
-    router = make_router(Clock())
+    router = make_router(ManualClock())
     router.peer_joined(4, LEAF)
     router.peer_joined(5, LEAF)
     router.defer_qrp = True
@@ -463,8 +426,8 @@ def test_a_bug_applying_one_qrp_update_costs_only_its_peer(monkeypatch: pytest.M
         return original(self, body, now)  # type: ignore[arg-type]
 
     monkeypatch.setattr(QrpReceiver, "handle", broken_for_peer_4)
-    bad = [router.route(4, m) for m in qrp_sequence(["a", "b"])]
-    good = [router.route(5, m) for m in qrp_sequence(["a", "b"])]
+    bad = [router.route(4, m) for m in qrp_messages(["a", "b"])]
+    good = [router.route(5, m) for m in qrp_messages(["a", "b"])]
     router.commit_qrp(router.process_qrp(router.take_qrp_pending()))
     assert bad[0].reason == "qrp-error" and bad[0].close == (500, bad[0].close[1])  # type: ignore[index]
     assert all(d.close is None and d.reason == "closing" for d in bad[1:])

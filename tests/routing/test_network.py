@@ -16,11 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import reactor
 
 from gnurouter.edge.servent import ServentProtocol, connect_servent
 from gnurouter.edge.service import RouterService
-from gnurouter.protocol.framer import MessageFramer
 from gnurouter.protocol.messages import (
     Bye,
     Message,
@@ -28,18 +27,20 @@ from gnurouter.protocol.messages import (
     Ping,
     Pong,
     Push,
-    Query,
     QueryHit,
-    QueryHitResult,
     new_guid,
 )
-from tests.conftest import DecisionWatch, wait_for
+from tests.fixtures import (
+    DecisionWatch,
+    at_least_established,
+    delivered,
+    query,
+    query_hit,
+    raw_connect,
+    shake_hands,
+)
 
 LINKS = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]
-
-
-def established(router: RouterService) -> int:
-    return len(router.peers.established())
 
 
 async def build_network(
@@ -52,7 +53,7 @@ async def build_network(
         degree[a] += 1
         degree[b] += 1
     for router, wanted in zip(routers, degree, strict=True):
-        await wait_for(router, lambda r=router, w=wanted: established(r) >= w)
+        await at_least_established(router, wanted)
     return routers
 
 
@@ -63,13 +64,8 @@ async def attach_servents(routers: list[RouterService]) -> list[ServentProtocol]
         pong = Pong(port=7000 + index, ip=f"10.9.9.{index + 1}", files=index, kbytes=index)
         servents.append(await connect_servent(reactor, host, port, answer_pings=pong))
     for index, router in enumerate(routers):
-        wanted = sum(1 for link in LINKS if index in link) + 1
-        await wait_for(router, lambda r=router, w=wanted: established(r) >= w)
+        await at_least_established(router, sum(1 for link in LINKS if index in link) + 1)
     return servents
-
-
-def query(criteria: str = "free music", ttl: int = 7, guid: bytes | None = None) -> Message:
-    return Message.from_body(guid or new_guid(), ttl, 0, Query(flags=0, criteria=criteria))
 
 
 @pytest_twisted.ensureDeferred
@@ -78,12 +74,9 @@ async def test_query_floods_once_and_hit_and_push_route_back(start_router: Any) 
     watch = DecisionWatch(*routers)
     s1, s2, s3, s4 = await attach_servents(routers)
 
-    request = query()
+    request = query("free music", ttl=7)
     s1.send(request)
-    copies = [
-        await servent.next_message(reactor, lambda m: m.guid == request.guid)
-        for servent in (s2, s3, s4)
-    ]
+    copies = [await delivered(servent, request) for servent in (s2, s3, s4)]
     # Every router relays a flood once, to every router neighbour but the one
     # it heard it from first, so routers receive 2|E| - n + 1 copies in all;
     # all but n of them are duplicates.
@@ -102,17 +95,14 @@ async def test_query_floods_once_and_hit_and_push_route_back(start_router: Any) 
 
     # s3 answers; the hit retraces the query's path to s1 only.
     servent_id = bytes(range(16))
-    hit = Message.from_body(
+    hit = query_hit(
         request.guid,
-        7,
-        0,
-        QueryHit(
-            port=6346,
-            ip="10.9.9.3",
-            speed=1000,
-            results=(QueryHitResult(index=5, size=4096, name="free music.ogg"),),
-            servent_id=servent_id,
-        ),
+        servent_id,
+        ip="10.9.9.3",
+        speed=1000,
+        index=5,
+        size=4096,
+        name="free music.ogg",
     )
     s3.send(hit)
     got = await s1.next_message(reactor, lambda m: m.type == MessageType.QUERY_HIT)
@@ -156,9 +146,9 @@ async def test_duplicates_and_expired_ttl_are_dropped(start_router: Any) -> None
     watch = DecisionWatch(routers[0])
     s1, s2, _, _ = await attach_servents(routers)
 
-    first = query("once")
+    first = query("once", ttl=7)
     s1.send(first)
-    await s2.next_message(reactor, lambda m: m.guid == first.guid)
+    await delivered(s2, first)
     s1.send(first)  # the same GUID again, straight from the same servent
     await watch.wait_until(
         lambda: any(d.reason == "duplicate" for _, d in watch.for_guid(first.guid))
@@ -172,66 +162,40 @@ async def test_duplicates_and_expired_ttl_are_dropped(start_router: Any) -> None
 
     clamped = query("clamped", ttl=12)  # above max_ttl: relayed with hops+ttl clamped
     s1.send(clamped)
-    relayed = await s2.next_message(reactor, lambda m: m.guid == clamped.guid)
+    relayed = await delivered(s2, clamped)
     assert relayed.hops + relayed.ttl <= 7
 
     # A marker query sent after the others reached s2 through r1: by FIFO on
     # the r1 links, the duplicate and the expired query would have arrived first.
-    marker = query("marker")
+    marker = query("marker", ttl=7)
     s1.send(marker)
-    await s2.next_message(reactor, lambda m: m.guid == marker.guid)
+    await delivered(s2, marker)
     assert [m.guid for m in s2.received].count(first.guid) == 1
     assert not any(m.guid == expiring.guid for m in s2.received)
 
 
-class RawPeer(protocol.Protocol):
-    """A misbehaving servent that speaks raw bytes."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.lost: defer.Deferred[None] = defer.Deferred()
-        self.got_ok: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        if not self.got_ok.called and b"\r\n\r\n" in self.data:
-            self.got_ok.callback(None)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
-
-
 @pytest_twisted.ensureDeferred
 async def test_garbage_peer_is_disconnected_and_others_keep_routing(start_router: Any) -> None:
-    from twisted.internet import endpoints
-
     routers = await build_network(start_router)
     s1, s2, s3, s4 = await attach_servents(routers)
-    host, port = routers[0].listening_address()
-    raw = RawPeer()
-    await endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, port), raw)
-    raw.transport.write(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: garbage/1.0\r\n\r\n")
-    await raw.got_ok
+    raw = await raw_connect(routers[0].listening_address())
+    await shake_hands(raw, [("User-Agent", "garbage/1.0")], final=None)
     assert raw.data.startswith(b"GNUTELLA/0.6 200")
-    raw.transport.write(b"GNUTELLA/0.6 200 OK\r\n\r\n")
+    raw.write(b"GNUTELLA/0.6 200 OK\r\n\r\n")
     # A good query, then in the same segment a header announcing a 4 GB
     # payload: the query is still routed, and nothing can frame past the rest.
-    good = query("before the garbage")
-    raw.transport.write(
-        good.encode() + b"\x00" * 16 + b"\x80\x07\x00" + b"\xff\xff\xff\xff" + b"junk"
-    )
+    good = query("before the garbage", ttl=7)
+    raw.write(good.encode() + b"\x00" * 16 + b"\x80\x07\x00" + b"\xff\xff\xff\xff" + b"junk")
     lost = raw.lost
     lost.addTimeout(10, reactor)
     await lost
     assert routers[0].stages["parser"].handler.protocol_errors >= 1  # type: ignore[attr-defined]
-    await s1.next_message(reactor, lambda m: m.guid == good.guid)
+    await delivered(s1, good)
     # It was told why, with a Bye, before the router closed the link.
-    stream = bytes(raw.data).split(b"\r\n\r\n", 1)[1]
-    [bye] = [m for m in MessageFramer().feed(stream) if m.type == MessageType.BYE]
-    body = bye.body()
+    [body] = raw.byes()
     assert isinstance(body, Bye) and body.code >= 400 and "length" in body.reason.lower()
 
-    after = query("still routing")
+    after = query("still routing", ttl=7)
     s1.send(after)
     for servent in (s2, s3, s4):
-        await servent.next_message(reactor, lambda m: m.guid == after.guid)
+        await delivered(servent, after)

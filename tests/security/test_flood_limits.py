@@ -21,64 +21,26 @@ from gnurouter.protocol.messages import (
     Bye,
     Message,
     MessageType,
-    Ping,
-    Query,
-    QueryHit,
-    QueryHitResult,
     RouteTablePatch,
     RouteTableReset,
     new_guid,
 )
-from gnurouter.protocol.qrp import QrpReceiver, QrpTable, build_update
+from gnurouter.protocol.qrp import QrpReceiver, QrpTable
 from gnurouter.stages.router import RouterHandler
-from tests.conftest import DecisionWatch, join
+from tests.fixtures import (
+    DecisionWatch,
+    answer,
+    exchange,
+    honest_pair,
+    join,
+    local_address,
+    ping,
+    qrp_messages,
+    queries,
+    query,
+)
 
 MIB = 1024 * 1024
-
-
-def query(criteria: str) -> Message:
-    return Message.from_body(new_guid(), 4, 0, Query(flags=0, criteria=criteria))
-
-
-def hit_for(request: Message) -> Message:
-    body = QueryHit(
-        port=6346,
-        ip="10.9.9.9",
-        speed=100,
-        results=(QueryHitResult(index=1, size=10, name="answer.ogg"),),
-        servent_id=b"S" * 16,
-    )
-    return Message.from_body(request.guid, 7, 0, body)
-
-
-async def exchange(
-    sender: ServentProtocol, answerer: ServentProtocol, count: int, tag: str
-) -> None:
-    """`count` queries from `sender`, every one answered by `answerer`: all must arrive."""
-    requests = [query(f"{tag} {index}") for index in range(count)]
-    wanted = {request.guid for request in requests}
-    sender.send(*requests)
-    arrived: set[bytes] = set()
-    while arrived != wanted:
-        message = await answerer.next_message(
-            reactor, lambda m: m.type == MessageType.QUERY and m.guid in wanted
-        )
-        assert message.guid not in arrived, "an honest query arrived twice"
-        arrived.add(message.guid)
-    answerer.send(*(hit_for(request) for request in requests))
-    answered: set[bytes] = set()
-    while answered != wanted:
-        message = await sender.next_message(
-            reactor, lambda m: m.type == MessageType.QUERY_HIT and m.guid in wanted
-        )
-        answered.add(message.guid)
-
-
-async def honest_pair(router: RouterService) -> tuple[ServentProtocol, ServentProtocol]:
-    sender = await join(router)
-    answerer = await join(router)
-    await exchange(sender, answerer, 5, "warm-up")
-    return sender, answerer
 
 
 async def closed_with_bye(attacker: ServentProtocol) -> Bye:
@@ -94,8 +56,8 @@ async def closed_with_bye(attacker: ServentProtocol) -> Bye:
 
 
 def local_label(servent: ServentProtocol) -> str:
-    address = servent.transport.getHost()  # type: ignore[union-attr]
-    return f"{address.host}:{address.port}"
+    host, port = local_address(servent)
+    return f"{host}:{port}"
 
 
 # -- 1. deflate: a stream just under the per-read cap ------------------------------------
@@ -165,11 +127,7 @@ async def test_a_leaf_resetting_its_table_over_and_over_is_cut_off(
     router = start_router()
     sender, answerer = await honest_pair(router)
     attacker = await join(router)
-    table = QrpTable.from_words(["some", "words"], 16)
-    sequence = [
-        Message.from_body(new_guid(), 1, 0, body)
-        for body in build_update(None, table.resized_bits(16))
-    ]
+    sequence = qrp_messages(["some", "words"], chunk=4096)
     burst = router.routing.rules.qrp_limits.reset_burst
     for _ in range(burst + 20):  # far more RESETs than any servent sends
         attacker.send(*sequence)
@@ -201,12 +159,7 @@ async def test_a_big_table_is_built_outside_the_routing_lock(
     # The largest table there is: 2**21 slots, every fourth slot set.
     words = [f"w{index}" for index in range(40_000)]
     big = QrpTable.from_words(words, 21)
-    leaf.send(
-        *(
-            Message.from_body(new_guid(), 1, 0, body)
-            for body in build_update(None, big.resized_bits(21), chunk=16 * 1024)
-        )
-    )
+    leaf.send(*qrp_messages(words, bits=21, chunk=16 * 1024))
     watch = DecisionWatch(router)
     await watch.wait_until(
         lambda: any(d.reason == "qrp-table" and e.peer is peer for e, d in watch.seen)
@@ -240,7 +193,7 @@ async def test_ping_flood_is_cut_off_and_leaves_no_routes_behind(
     bursts = 0
     while not attacker.closed.called:
         assert bursts < 50, "flooder never cut off"
-        attacker.send(*(Message.from_body(new_guid(), 7, 0, Ping()) for _ in range(200)))
+        attacker.send(*(ping(ttl=7) for _ in range(200)))
         bursts += 1
         await exchange(sender, answerer, 3, f"during the flood {bursts}")
     assert bursts * 200 > rules.ping_burst_per_peer + rules.ping_flood_refusals
@@ -271,7 +224,7 @@ async def test_a_query_flood_churns_only_the_flooders_routes(
     [peer] = [p for p in router.peers.established() if p.label == local_label(attacker)]
     # Honest queries in flight: they reach the answerer, whose hits will
     # come back only after the flood.
-    requests = [query(f"waiting {index}") for index in range(50)]
+    requests = queries(50, "waiting", ttl=4)
     wanted = {request.guid for request in requests}
     sender.send(*requests)
     for _ in requests:
@@ -281,17 +234,11 @@ async def test_a_query_flood_churns_only_the_flooders_routes(
     watch = DecisionWatch(router)
     flood = 5_000
     for start in range(0, flood, 500):
-        attacker.send(*(query(f"flood {start + i}") for i in range(500)))
+        attacker.send(*(query(f"flood {start + i}", ttl=4) for i in range(500)))
     await watch.wait_until(lambda: sum(e.peer is peer for e, _ in watch.seen) >= flood)
     seen = router.routing.seen
     assert len(seen) <= 1000
     assert seen.evicted_over_share > 0 and seen.evicted == seen.evicted_over_share
     # Every honest route survived the flood: all 50 hits find their way back.
-    answerer.send(*(hit_for(request) for request in requests))
-    answered: set[bytes] = set()
-    while answered != wanted:
-        message = await sender.next_message(
-            reactor, lambda m: m.type == MessageType.QUERY_HIT and m.guid in wanted
-        )
-        answered.add(message.guid)
+    await answer(sender, answerer, requests)
     await exchange(sender, answerer, 20, "after the query flood")

@@ -1,9 +1,9 @@
-"""The stage contract: bounded queues that say when they refuse; housekeeping never lost."""
+"""The stage contract: bounded queues that say when they refuse; housekeeping never lost;
+one failing event costs only itself."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,31 +13,16 @@ from twisted.internet import defer, reactor, threads
 
 from gnurouter.conditioning.thresholds import QueueThreshold
 from gnurouter.seda.runtime import ReactorExecutor
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import HANDLER_ERROR, Stage, report_failure
 from gnurouter.stages.events import Tick
-
-
-class ManualExecutor:
-    """Runs scheduled work only when the test says so, to freeze a stage mid-load."""
-
-    def __init__(self) -> None:
-        self.pending: list[Callable[[], None]] = []
-
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        self.pending.append(fn)
-
-    def call_in_thread(self, fn: Callable[[], None]) -> None:
-        self.pending.append(fn)
-
-    def run(self) -> None:
-        while self.pending:
-            self.pending.pop(0)()
+from tests.fixtures import ImmediateExecutor, ManualExecutor
 
 
 @dataclass
 class Item:
-    kind: str
+    kind: str = "item"
     value: int = 0
+    peer: Any = None
 
 
 class Recorder:
@@ -210,3 +195,81 @@ async def test_blocking_stage_runs_batches_on_several_threads_at_once() -> None:
     finally:
         release.set()
         executor.stop()
+
+
+# -- failure isolation ---------------------------------------------------------------
+
+
+class FailsOnOdd:
+    """A handler with per-event isolation that raises for odd values."""
+
+    def __init__(self) -> None:
+        self.handled: list[int] = []
+        self.stage: Stage | None = None
+
+    def handle_events(self, batch: list[Any]) -> None:
+        for event in batch:
+            try:
+                if event.value % 2:
+                    raise RuntimeError(f"odd {event.value}")
+                self.handled.append(event.value)
+            except Exception as error:
+                report_failure(self.stage, event, error)
+
+
+def test_a_failing_event_costs_only_itself() -> None:
+    handler = FailsOnOdd()
+    reported: list[tuple[str, list[Any]]] = []
+    stage = Stage(
+        "parser",
+        handler,
+        ImmediateExecutor(),
+        on_handler_error=lambda s, error, events: reported.append((str(error), events)),
+    )
+    handler.stage = stage
+    stage.drain_now()
+    events = [Item(value=value) for value in range(6)]
+    stage.enqueue_many(events)
+    stage.drain_now()
+    assert handler.handled == [0, 2, 4]
+    assert stage.counters.handler_errors == 3
+    assert stage.drops[HANDLER_ERROR] == {"item": 3}
+    assert [(text, [e.value for e in failed]) for text, failed in reported] == [
+        ("odd 1", [1]),
+        ("odd 3", [3]),
+        ("odd 5", [5]),
+    ]
+
+
+def test_an_error_escaping_the_handler_is_caught_and_the_stage_goes_on() -> None:
+    class Broken:
+        calls = 0
+
+        def handle_events(self, batch: list[Any]) -> None:
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise ValueError("bug outside any per-event try")
+
+    errors: list[BaseException] = []
+    stage = Stage(
+        "router", Broken(), ImmediateExecutor(), on_handler_error=lambda s, e, ev: errors.append(e)
+    )
+    stage.enqueue_many([Item(value=1), Item(value=2)])
+    stage.drain_now()
+    stage.enqueue(Item(value=3))
+    stage.drain_now()
+    assert Broken.calls == 2
+    assert stage.counters.handler_errors == 1
+    assert stage.drop_count(HANDLER_ERROR) == 2
+    # The traceback is gone: its frames would keep the batch's peers alive.
+    assert errors[0].__traceback__ is None
+
+
+def test_a_handler_outside_a_stage_sees_its_errors() -> None:
+    handler = FailsOnOdd()
+    try:
+        handler.handle_events([Item(value=1)])
+    except RuntimeError as error:
+        assert "odd 1" in str(error)
+    else:
+        raise AssertionError("the error was swallowed without a stage to report to")

@@ -1,21 +1,14 @@
-"""The packet log and the router stage's artificial query delay."""
+"""The packet log: one line per routed or dropped message, rotated, or only a tail kept."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 
 from gnurouter.ops.packetlog import PacketLog
-from gnurouter.protocol.messages import Message, MessageType, Query, new_guid
-from gnurouter.stages.router import RouterHandler
-from tests.conftest import DecisionWatch, join
-
-
-def query(text: str, ttl: int = 3) -> Message:
-    return Message.from_body(new_guid(), ttl, 0, Query(flags=0, criteria=text))
+from tests.fixtures import DecisionWatch, join, query
 
 
 @pytest_twisted.ensureDeferred
@@ -60,25 +53,3 @@ def test_switched_off_packet_log_keeps_only_the_tail(tmp_path: Path) -> None:
         log.record("127.0.0.1:1", query(str(index)), "forwarded")
     log.flush()
     assert log.lines_written == 0 and len(log.tail) == 5
-
-
-@pytest_twisted.ensureDeferred
-async def test_query_delay_blocks_a_worker_thread_not_the_reactor(start_router: Any) -> None:
-    router = start_router(query_delay=0.05, conditioning="none")  # nothing may be shed
-    handler = router.stages["router"].handler
-    assert isinstance(handler, RouterHandler)
-    routing_threads: set[int] = set()
-    handler.observers.append(lambda event, decision: routing_threads.add(threading.get_ident()))
-    watch = DecisionWatch(router)
-    sender = await join(router)
-    receiver = await join(router)
-    batch = [query(f"slow {i}") for i in range(6)]
-    sender.send(*batch)
-    await watch.wait_until(lambda: len(watch.seen) == 6)
-    await receiver.next_message(router.reactor, lambda m: m.guid == batch[-1].guid)
-    stage = router.stages["router"]
-    assert stage.blocking
-    assert threading.get_ident() not in routing_threads
-    # Each query held its thread for the delay: busy time covers all six.
-    assert stage.counters.busy_seconds >= 6 * 0.05
-    assert all(m.type == MessageType.QUERY for m in receiver.received[-6:])

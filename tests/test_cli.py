@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -17,7 +17,8 @@ from twisted.internet import defer, protocol, reactor
 from gnurouter.cli import build_parser, config_from_args
 from gnurouter.config import ConfigError
 from gnurouter.edge.servent import connect_servent
-from gnurouter.protocol.messages import Bye, Message, MessageType, Ping, Query, new_guid
+from gnurouter.protocol.messages import Bye, MessageType
+from tests.fixtures import ROOT, delivered, ping, query
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,7 +116,8 @@ class RouterProcess(protocol.ProcessProtocol):
 async def test_sigterm_sends_bye_flushes_packet_log_and_exits_0(tmp_path: Path) -> None:
     packet_log = tmp_path / "packets.log"
     watcher = RouterProcess()
-    process = reactor.spawnProcess(
+    # IReactorProcess is a zope interface, opaque to mypy (it takes the first argument for self).
+    process: Any = cast(Any, reactor).spawnProcess(
         watcher,
         sys.executable,
         [
@@ -137,11 +139,11 @@ async def test_sigterm_sends_bye_flushes_packet_log_and_exits_0(tmp_path: Path) 
         listening.addTimeout(30, reactor)
         port = await listening
         servent = await connect_servent(reactor, "127.0.0.1", port)
-        servent.send(Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria="logged")))
+        servent.send(query("logged"))
         # The query is logged once routed; a pong answers our ping only after it.
-        ping_guid = new_guid()
-        servent.send(Message.from_body(ping_guid, 1, 0, Ping()))
-        await servent.next_message(reactor, lambda m: m.guid == ping_guid)
+        probe = ping()
+        servent.send(probe)
+        await delivered(servent, probe)
         process.signalProcess(signal.SIGTERM)
         exited = watcher.exited
         exited.addTimeout(30, reactor)
@@ -162,9 +164,10 @@ def test_tac_file_builds_an_application_holding_the_router_service() -> None:
 
     from gnurouter.edge.service import RouterService
 
-    tac = Path(__file__).resolve().parents[2] / "examples" / "gnurouter.tac"
+    tac = ROOT / "examples" / "gnurouter.tac"
     namespace: dict[str, Any] = {"__file__": str(tac)}
     exec(compile(tac.read_text(), str(tac), "exec"), namespace)
-    collection = service.IServiceCollection(namespace["application"])
+    # A zope interface adapter: opaque to mypy, which misses `self` on its methods.
+    collection: Any = service.IServiceCollection(namespace["application"])
     routers = [s for s in collection if isinstance(s, RouterService)]
     assert len(routers) == 1 and routers[0].config.control_listen == ("127.0.0.1", 6347)

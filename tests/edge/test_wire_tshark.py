@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -42,7 +42,7 @@ from gnurouter.protocol.messages import (
     QueryHitResult,
     new_guid,
 )
-from tests.conftest import require, wait_for
+from tests.fixtures import at_least_established, local_address, require
 from tests.traces.capture import (
     Capture,
     Decoded,
@@ -94,10 +94,8 @@ async def run_traffic_and_check(
     s1 = await connect_servent(reactor, host, port)
     s2 = await connect_servent(reactor, host, port, answer_pings=s2_pong)
     assert not s1.deflate and not s2.deflate
-    await wait_for(router, lambda: len(router.peers.established()) >= 2, TIMEOUT)
-    servent_port: dict[ServentProtocol, int] = {
-        servent: cast(Any, servent.transport).getHost().port for servent in (s1, s2)
-    }
+    await at_least_established(router, 2, TIMEOUT)
+    servent_port = {servent: local_address(servent)[1] for servent in (s1, s2)}
 
     # A query from s1 is flooded to s2 with TTL - 1, hops + 1, payload untouched.
     query = Message.from_body(

@@ -25,11 +25,10 @@ from gnurouter.protocol.messages import (
     Push,
     Query,
     QueryHit,
-    QueryHitResult,
     VendorMessage,
     new_guid,
 )
-from tests.conftest import join, wait_for
+from tests.fixtures import delivered, join, queries, query, query_hit, wait_for
 
 SLOW_SERVENT_ID = bytes(range(100, 116))
 
@@ -51,13 +50,6 @@ def handshake_then_stop_reading(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def queries(count: int, tag: str) -> list[Message]:
-    return [
-        Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria=f"{tag} {i}"))
-        for i in range(count)
-    ]
-
-
 @pytest_twisted.ensureDeferred
 async def test_slow_peer_sheds_queries_first_then_is_closed_with_bye_502(
     start_router: Any, caplog: pytest.LogCaptureFixture
@@ -76,13 +68,13 @@ async def test_slow_peer_sheds_queries_first_then_is_closed_with_bye_502(
         [slow_peer] = [p for p in router.peers if p.user_agent == "slow-modem/1.0"]
         # The slow peer answers a query (a write, not a read): its servent id
         # is now routable, so pushes for it will head into its clogged queue.
-        anchor = queries(1, "anchor")[0]
+        anchor = query("anchor 0")
         sender.send(anchor)
-        await fast.next_message(reactor, lambda m: m.guid == anchor.guid)  # routed: route known
-        hit = QueryHit(6346, "10.0.0.7", 10, (QueryHitResult(1, 5, "x"),), SLOW_SERVENT_ID)
-        await threads.deferToThread(
-            slow.sendall, Message.from_body(anchor.guid, 3, 0, hit).encode()
+        await delivered(fast, anchor)  # routed: route known
+        hit = query_hit(
+            anchor.guid, SLOW_SERVENT_ID, ttl=3, ip="10.0.0.7", speed=10, size=5, name="x"
         )
+        await threads.deferToThread(slow.sendall, hit.encode())
         await sender.next_message(reactor, lambda m: m.type == MessageType.QUERY_HIT)
 
         # Phase 1: a query flood. The slow peer's queue fills and sheds
@@ -93,7 +85,7 @@ async def test_slow_peer_sheds_queries_first_then_is_closed_with_bye_502(
             batch = queries(500, f"flood {round_number}")
             sender.send(*batch)
             sent += len(batch)
-            await fast.next_message(reactor, lambda m, last=batch[-1]: m.guid == last.guid)
+            await delivered(fast, batch[-1])
             if slow_peer.counters.drops.get("peer-clogged", 0) > 0:
                 break
         assert slow_peer.link.write_paused
@@ -114,9 +106,9 @@ async def test_slow_peer_sheds_queries_first_then_is_closed_with_bye_502(
                 for _ in range(200)
             ]
             sender.send(*pushes)
-            probe = queries(1, "probe")[0]
+            probe = query("probe 0")
             sender.send(probe)
-            await fast.next_message(reactor, lambda m, p=probe: m.guid == p.guid)
+            await delivered(fast, probe)
             if not slow_peer.established:
                 break
         await wait_for(router, lambda: slow_peer not in list(router.peers))
@@ -125,9 +117,9 @@ async def test_slow_peer_sheds_queries_first_then_is_closed_with_bye_502(
         messages = [r.getMessage() for r in caplog.records]
         assert any(slow_peer.label in m and "Bye 502" in m for m in messages), messages
         # The fast peer still routes.
-        after = queries(1, "after")[0]
+        after = query("after 0")
         sender.send(after)
-        await fast.next_message(reactor, lambda m: m.guid == after.guid)
+        await delivered(fast, after)
     finally:
         slow.close()
 

@@ -20,16 +20,8 @@ from twisted.internet import defer, reactor, task
 
 from gnurouter.edge.gctuning import collector_paused
 from gnurouter.edge.service import RouterService
-from gnurouter.protocol.messages import (
-    Message,
-    MessageType,
-    Push,
-    Query,
-    QueryHit,
-    QueryHitResult,
-    new_guid,
-)
-from tests.conftest import DecisionWatch, join
+from gnurouter.protocol.messages import Message, MessageType, Push, new_guid
+from tests.fixtures import DecisionWatch, delivered, join, queries, query, query_hit
 
 QUERY_DELAY = 0.020
 BURST_EVERY = 0.020
@@ -74,21 +66,17 @@ async def overload(router: RouterService) -> OverloadResult:
     sender = await join(router)
     receiver = await join(router, on_message=arrived)
     # Teach the router where SERVENT_ID lives: a query from the sender, a hit from the receiver.
-    first = Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria="route me"))
+    first = query("route me")
     sender.send(first)
-    await receiver.next_message(reactor, lambda m: m.guid == first.guid)
-    hit = QueryHit(6346, "10.0.0.2", 100, (QueryHitResult(1, 10, "a.ogg"),), SERVENT_ID)
-    receiver.send(Message.from_body(first.guid, 3, 0, hit))
+    await delivered(receiver, first)
+    receiver.send(query_hit(first.guid, SERVENT_ID, ttl=3, ip="10.0.0.2"))
     await watch.wait_until(
         lambda: any(e.message.type == MessageType.QUERY_HIT for e, _ in watch.seen)
     )
     stage = router.stages["router"]
 
     def burst() -> None:
-        messages = [
-            Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria=f"load {i}"))
-            for i in range(QUERIES_PER_BURST)
-        ]
+        messages = queries(QUERIES_PER_BURST, "load")
         now = time.monotonic()
         for _ in range(PUSHES_PER_BURST):
             push = Message.from_body(new_guid(), 3, 0, Push(SERVENT_ID, 1, "10.0.0.1", 6346))

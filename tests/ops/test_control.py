@@ -11,13 +11,8 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers as HTTPHeaders
 
-from gnurouter.protocol.messages import Message, Query, new_guid
 from gnurouter.seda.tuning import ControlError
-from tests.conftest import DecisionWatch, join
-
-
-def query(text: str) -> Message:
-    return Message.from_body(new_guid(), 3, 0, Query(flags=0, criteria=text))
+from tests.fixtures import DecisionWatch, delivered, join, query
 
 
 @pytest_twisted.ensureDeferred
@@ -129,7 +124,7 @@ async def test_snapshot_counts_messages_and_rates(start_router: Any) -> None:
     receiver = await join(router)
     messages = [query(f"m{i}") for i in range(20)]
     sender.send(*messages)
-    await receiver.next_message(reactor, lambda m: m.guid == messages[-1].guid)
+    await delivered(receiver, messages[-1])
     await watch.wait_until(lambda: len(watch.seen) == 20)
     router.sample_metrics()
     snapshot = router.snapshot()

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -57,7 +57,7 @@ from gnurouter.bench.attacks import (
 from gnurouter.config import RouterConfig
 from gnurouter.edge.service import RouterService
 from gnurouter.mesh.peers import Peer
-from tests.conftest import wait_for
+from tests.fixtures import handler_errors, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -124,14 +124,6 @@ def _brief(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         }
         | {"latency_ms": r["latency_ms"]}
         for phase, r in reports.items()
-    }
-
-
-def no_handler_errors(router: RouterService) -> dict[str, int]:
-    return {
-        name: stage.counters.handler_errors
-        for name, stage in router.stages.items()
-        if stage.counters.handler_errors
     }
 
 
@@ -227,6 +219,19 @@ class PeakRss:
             self._thread.join(1.0)
 
 
+async def under_peak_rss_watch(
+    attack: Coroutine[Any, Any, dict[str, Any]],
+) -> tuple[dict[str, Any], int, bool]:
+    """Run `attack` (a coroutine not yet started) under a `PeakRss` watch: its result,
+    the peak RSS growth while it ran, and whether that peak is exact (VmHWM)."""
+    peak = PeakRss()
+    try:
+        result = await attack
+        return result, peak.growth(), peak.exact
+    finally:
+        peak.stop()
+
+
 @pytest.fixture
 def quiet_router_logs() -> Iterator[None]:
     """Log records hold their arguments (a ProtocolError and its traceback): pytest's log
@@ -275,7 +280,7 @@ async def test_garbage_after_handshake_is_cut_with_bye_and_closed_peers_are_free
         assert result["cut_seconds"]["max"] < 2.0, result["cut_seconds"]
         await wait_for(router, lambda: not attacker_peers(router), timeout=10)
         await assert_honest_traffic_intact(probe)
-        assert no_handler_errors(router) == {}
+        assert handler_errors(router) == {}
         refs.detach()
         assert len(refs.refs) == 300, f"saw {len(refs.refs)} attacker peers, expected 300"
         alive = refs.alive()
@@ -343,7 +348,7 @@ async def test_hostile_header_values_do_not_poison_the_host_cache(
         if not well_formed_endpoint(endpoint_text(h, p))
     ]
     assert not poisoned, f"host cache holds malformed hosts: {[x[:80] for x in poisoned][:5]}"
-    assert no_handler_errors(router) == {}, "a stage handler raised on hostile headers"
+    assert handler_errors(router) == {}, "a stage handler raised on hostile headers"
     json.dumps(router.snapshot())  # the metrics snapshot still serialises
     await assert_honest_traffic_intact(probe)
 
@@ -390,14 +395,9 @@ async def test_deflate_bomb_is_cut_off_with_bye_and_honest_traffic_flows(
 ) -> None:
     router = start_router()
     probe = await start_probe(router)
-    peak = PeakRss()
-    try:
-        result = await deflate_bomb(
-            reactor, *router.listening_address(), interval=DEFLATE_INTERVAL, duration=8.0
-        )
-        growth = peak.growth()
-    finally:
-        peak.stop()
+    result, growth, _ = await under_peak_rss_watch(
+        deflate_bomb(reactor, *router.listening_address(), interval=DEFLATE_INTERVAL, duration=8.0)
+    )
     assert result["deflate_accepted"] and not result["errors"], result
     assert result["cut"] == 1, (
         f"deflate bomb not cut off in 8 s ({result['writes']} writes, "
@@ -417,14 +417,9 @@ async def test_qrp_table_bomb_leaf_is_cut_off_and_memory_stays_bounded(
 ) -> None:
     router = start_router()
     probe = await start_probe(router)
-    peak = PeakRss()
-    try:
-        result = await qrp_bomb(
-            reactor, *router.listening_address(), slots=1 << 24, interval=0.05, duration=8.0
-        )
-        growth = peak.growth()
-    finally:
-        peak.stop()
+    result, growth, exact = await under_peak_rss_watch(
+        qrp_bomb(reactor, *router.listening_address(), slots=1 << 24, interval=0.05, duration=8.0)
+    )
     assert not result["errors"], result
     assert result["cut"] == 1, (
         f"QRP bomb leaf not cut off after {result['rounds_sent']} RESET+PATCH rounds"
@@ -432,7 +427,7 @@ async def test_qrp_table_bomb_leaf_is_cut_off_and_memory_stays_bounded(
     assert result["bye_before_close"] == 1, f"no Bye before the close: {result}"
     assert growth < 25 * MB, (
         f"peak RSS grew by {growth / MB:.0f} MB for {result['rounds_sent']} QRP rounds "
-        f"({'VmHWM' if peak.exact else 'sampled'})"
+        f"({'VmHWM' if exact else 'sampled'})"
     )
     await assert_honest_traffic_intact(probe)
 

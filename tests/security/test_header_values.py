@@ -1,7 +1,7 @@
 """Hostile handshake header values, through a whole router in process.
 
-A `RouterService` runs on a manual clock with in-memory transports (as
-benchmarks/pipeline_cpu.py does): no socket, no thread, deterministic.  A
+A `RouterService` runs on a manual clock with in-memory transports
+(`tests.fixtures.InProcessRouter`): no socket, no thread, deterministic.  A
 servent, played by the protocol's own `Handshake`, connects (or is connected
 to) with header values drawn by hypothesis (anything but CR/LF, which the
 line reader takes as the end of the line), and afterwards:
@@ -17,24 +17,14 @@ line reader takes as the end of the line), and afterwards:
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
 from gnurouter.config import RouterConfig
-from gnurouter.edge.network import GnutellaWire
-from gnurouter.edge.service import RouterService
 from gnurouter.protocol.addresses import (
     MAX_TEXT_LENGTH,
     format_endpoint,
@@ -52,7 +42,7 @@ from gnurouter.protocol.handshake import (
     Headers,
     Role,
 )
-from gnurouter.protocol.messages import Message, Query, new_guid
+from tests.fixtures import GTK_GNUTELLA_ULTRAPEER, InProcessRouter, Link, query
 
 SETTINGS = settings(
     max_examples=200,
@@ -62,96 +52,34 @@ SETTINGS = settings(
 
 # -- the router in process -------------------------------------------------------------
 
-
-class ManualReactor(Clock):
-    """A clock the stages can schedule on; `drain()` runs whatever is due now."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self.callLater(0, f, *args, **kwargs)
-
-    def due(self) -> list[Any]:
-        return list(self.getDelayedCalls())
-
-    def drain(self) -> None:
-        # Only what is due: a closing wire's abort timer (10 s ahead) stays pending.
-        while any(call.getTime() <= self.seconds() for call in self.due()):
-            self.advance(0)
-
-
-class MemoryTransport(StringTransport):
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        pass
-
-
-@dataclass
-class Link:
-    wire: GnutellaWire
-    transport: MemoryTransport
-    taken: int = 0  # bytes of transport.value() already read
-
-    def fresh(self) -> bytes:
-        data = self.transport.value()[self.taken :]
-        self.taken += len(data)
-        return data
-
-
-class InProcessRouter:
-    # 1 slot: the peer under test takes it (when admitted) and the probe that
-    # follows gets the 503 with X-Try-Ultrapeers; when it does not, the probe
-    # gets the 200, which carries X-Try-Ultrapeers too.
-    CONFIG = RouterConfig(
-        listen=("127.0.0.1", 6346),
-        target_peers=0,
-        max_peers=1,
-        max_ultrapeers=1,
-        max_leaves=1,
-        bootstrap_enabled=False,
-    )
-
-    def __init__(self, config: RouterConfig | None = None) -> None:
-        self.reactor = ManualReactor()
-        self.router = RouterService(config or self.CONFIG, reactor=self.reactor)
-        self.router.executor.start()
-        self._ports = itertools.count(20_000)
-
-    def stop(self) -> None:
-        self.router.executor.stop()
-
-    def open(self, *, outgoing: bool, host: str = "127.0.0.2") -> Link:
-        address = IPv4Address("TCP", host, next(self._ports))
-        wire = GnutellaWire(self.router.factory, outgoing=outgoing)
-        transport = MemoryTransport(peerAddress=address)
-        wire.makeConnection(transport)
-        self.reactor.drain()
-        return Link(wire, transport)
-
-    def send(self, link: Link, data: bytes) -> bytes:
-        """Deliver `data` as the socket would; return what the router wrote back."""
-        link.wire.dataReceived(data)
-        self.reactor.drain()
-        return link.fresh()
-
-    def close(self, link: Link) -> None:
-        link.wire.connectionLost(Failure(ConnectionDone()))
-        self.reactor.drain()
-
-    def handler_errors(self) -> dict[str, int]:
-        return {
-            name: stage.counters.handler_errors
-            for name, stage in self.router.stages.items()
-            if stage.counters.handler_errors
-        }
-
-    def cached(self) -> list[tuple[str, int]]:
-        return list(self.router.hosts._hosts)
-
-    def rejected(self, name: str) -> int:
-        return self.router.peers.rejected.get(f"bad-header:{name.lower()}", 0)
+# 1 slot: the peer under test takes it (when admitted) and the probe that
+# follows gets the 503 with X-Try-Ultrapeers; when it does not, the probe
+# gets the 200, which carries X-Try-Ultrapeers too.
+CONFIG = RouterConfig(
+    listen=("127.0.0.1", 6346),
+    target_peers=0,
+    max_peers=1,
+    max_ultrapeers=1,
+    max_leaves=1,
+    bootstrap_enabled=False,
+)
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[InProcessRouter]:
-    router = InProcessRouter()
+    router = InProcessRouter(CONFIG)
+    yield router
+    router.stop()
+
+
+@pytest.fixture
+def fresh_env() -> Iterator[InProcessRouter]:
+    """A router of its own, for a test that asserts on what its host cache holds.
+
+    The module's shared router has met every property test's random hosts and
+    peers before such a test runs.
+    """
+    router = InProcessRouter(CONFIG)
     yield router
     router.stop()
 
@@ -181,19 +109,8 @@ NAMES = (
     "Bye-Packet",
     "X-Features",
 )
-BASE = (
-    ("User-Agent", "gtk-gnutella/1.2.2 (2022-02-25; GTK2; Linux x86_64)"),
-    ("Pong-Caching", "0.1"),
-    ("GGEP", "0.5"),
-    ("Vendor-Message", "0.2"),
-    ("Remote-IP", "127.0.0.1"),
-    ("X-Max-TTL", "4"),
-    ("X-Degree", "32"),
-    ("X-Query-Routing", "0.2"),
-    ("X-Ultrapeer-Query-Routing", "0.1"),
-    ("X-Dynamic-Querying", "0.1"),
-    ("X-Ultrapeer", "True"),
-)
+#: A gtk-gnutella ultrapeer's block, but for two headers we never read.
+BASE = tuple(pair for pair in GTK_GNUTELLA_ULTRAPEER if pair[0] not in ("Bye-Packet", "X-Token"))
 
 no_line_breaks = st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n")
 TRICKY = "0123456789abcdef.:[]%,; -+\x00\x01\t\x0b\x0c\x1b\x7f\x85\xa0\u2028\u3000\ufeff²٣\uff13İ"
@@ -458,8 +375,9 @@ def test_a_bad_listen_ip_is_counted_once_and_not_kept(env: InProcessRouter) -> N
 
 
 def test_injected_header_in_x_try_ultrapeers_is_dropped_and_counted(
-    env: InProcessRouter,
+    fresh_env: InProcessRouter,
 ) -> None:
+    env = fresh_env
     before = env.rejected("X-Try-Ultrapeers")
     value = "198.51.100.1:6346,1.2.3.4\x0bX-Evil: 1:6346,[fe80::1%eth0]:6346,0.0.0.0:6346"
     link = connect(env, [("X-Try-Ultrapeers", value), ("X-Ultrapeer", "True")])
@@ -493,11 +411,11 @@ def test_messages_behind_a_refused_final_200_are_not_routed() -> None:
             env.send(evil, ours.start(Headers([("X-Ultrapeer", "True")])))
         )
         assert isinstance(response, ConnectResponse)
-        query = Message.from_body(new_guid(), 3, 0, Query(0, "refused but routed"))
-        env.send(evil, ours.confirm(Headers([("X-Ultrapeer", "False")])) + query.encode())
+        request = query("refused but routed")
+        env.send(evil, ours.confirm(Headers([("X-Ultrapeer", "False")])) + request.encode())
         peer = evil.wire.peer
         assert peer is not None and peer.close_reason == "503 Too many leaves"
-        relayed = [m for m in MessageFramer().feed(honest.fresh()) if m.guid == query.guid]
+        relayed = [m for m in MessageFramer().feed(honest.fresh()) if m.guid == request.guid]
         assert relayed == []
     finally:
         env.stop()

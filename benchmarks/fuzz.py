@@ -1299,14 +1299,14 @@ class ParserRig:
                 except InvariantViolation as error:
                     problems.append(error)
                 if event.close_after:
-                    event.peer.state = PeerState.CLOSING
+                    event.peer.mark_closing()
                     if event.data:
                         self.stats[f"refused with {event.data[13:16].decode('latin-1')}"] += 1
                     else:
                         self.stats["refused by the peer (or 0.4)"] += 1
             elif isinstance(event, ClosePeer):
                 # What the connection stage does (later, in the real router).
-                event.peer.state = PeerState.CLOSING
+                event.peer.mark_closing()
                 self.stats[f"closed with {event.code}"] += 1
                 self.first_close.setdefault(event.peer.id, f"{event.code} {event.reason}")
         for event in self.router_sink.take():

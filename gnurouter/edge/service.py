@@ -181,7 +181,7 @@ class RouterService(service.Service):
         closed = []
         for event in events:
             peer = getattr(event, "peer", None)
-            if not isinstance(peer, Peer) or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            if not isinstance(peer, Peer) or peer.closing_or_closed:
                 continue
             closed.append(peer.label)
             peer.counters.drop(HANDLER_ERROR)

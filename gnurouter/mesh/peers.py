@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gnurouter.conditioning.clogged import PeerOutputQueue
 from gnurouter.protocol.connection import PeerConnection
+from gnurouter.routing.tables import TokenBucket
 
 
 class PeerLink(Protocol):
@@ -38,10 +39,21 @@ class PeerLink(Protocol):
 
 
 class PeerState:
+    """A link's life: handshaking -> established -> closing -> closed.
+
+    Closing and closed may come from any earlier state; nothing goes back.
+    `Peer` owns the transitions (`mark_established`, `mark_closing`,
+    `mark_closed`): stages ask for a transition, never write the state.
+    """
+
     HANDSHAKING = "handshaking"
     ESTABLISHED = "established"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+class LinkStateError(RuntimeError):
+    """A transition the link's life does not have (a bug, never peer input)."""
 
 
 @dataclass
@@ -76,7 +88,7 @@ class Peer:
         self.link = link
         self.connection = connection
         self.outgoing = outgoing
-        self.state = PeerState.HANDSHAKING
+        self._state = PeerState.HANDSHAKING
         self.connected_at = time.time() if clock is None else clock
         self.last_heard = time.monotonic()
         self.user_agent = ""
@@ -89,7 +101,8 @@ class Peer:
         # Messages waiting for the socket to drain; bounded by conditioning.clogged.
         self.output = PeerOutputQueue()
         self.close_reason: str | None = None
-        #: The parser decided to close it: whatever it sends next is ignored.
+        #: A close was decided (by the parser or the router stage): whatever it
+        #: sends next is ignored, though the socket may not be closing yet.
         self.hung_up = False
         #: Its control messages' budget (the parser's; None until the first one).
         self.control_budget: ControlBudget | None = None
@@ -97,32 +110,55 @@ class Peer:
         #: a header read again from the merged blocks is not a second offence).
         self.bad_headers: set[str] = set()
 
+    # -- its link's state (one owner: this class) --------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state
+
     @property
     def established(self) -> bool:
-        return self.state == PeerState.ESTABLISHED
+        return self._state == PeerState.ESTABLISHED
+
+    @property
+    def closing_or_closed(self) -> bool:
+        return self._state in (PeerState.CLOSING, PeerState.CLOSED)
+
+    def mark_established(self) -> None:
+        """The handshake succeeded both ways."""
+        if self._state != PeerState.HANDSHAKING:
+            raise LinkStateError(f"peer {self.label}: established while {self._state}")
+        self._state = PeerState.ESTABLISHED
+
+    def mark_closing(self) -> None:
+        """We asked its socket to close (after what is queued); a closed link stays closed."""
+        if self._state != PeerState.CLOSED:
+            self._state = PeerState.CLOSING
+
+    def mark_closed(self) -> None:
+        """Its socket is gone."""
+        self._state = PeerState.CLOSED
+
+    def hang_up(self) -> None:
+        """A close was decided: ignore what it sends from now on."""
+        self.hung_up = True
 
     def __repr__(self) -> str:
         return f"<Peer #{self.id} {self.label} {self.state}>"
 
 
 class ControlBudget:
-    """A token bucket for one link's control messages, and what it refused lately."""
+    """One link's control messages: a token bucket, and what it refused lately."""
 
-    __slots__ = ("burst", "rate", "refused", "refused_since", "tokens", "updated")
+    __slots__ = ("bucket", "refused", "refused_since")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.updated = now
+        self.bucket = TokenBucket(rate, burst, now)
         self.refused = 0
         self.refused_since = now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.bucket.take(now):
             return True
         if now - self.refused_since > CONTROL_FLOOD_WINDOW:
             self.refused, self.refused_since = 0, now
@@ -189,7 +225,7 @@ class PeerTable:
     def count(self, *, outgoing: bool | None = None, include_handshaking: bool = True) -> int:
         total = 0
         for peer in self:
-            if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            if peer.closing_or_closed:
                 continue
             if not include_handshaking and not peer.established:
                 continue

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gnurouter.mesh.hostcache import HostCache
-from gnurouter.mesh.peers import PeerState, PeerTable
+from gnurouter.mesh.peers import PeerTable
 from gnurouter.routing.roles import LEAF
 from gnurouter.seda.stage import Stage, report_failure
 from gnurouter.stages.events import ConnectFailed, HostConnected, HostsLearned, Tick
@@ -74,7 +74,7 @@ class CatcherHandler:
         """(ultrapeer links up or being set up by us, all live links)."""
         ultrapeers = total = 0
         for peer in self.peers:
-            if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            if peer.closing_or_closed:
                 continue
             total += 1
             if peer.role is None:

@@ -145,12 +145,12 @@ class ConnectionHandler:
             peer.counters.bytes_out += len(event.data)
             peer.link.write(event.data)
         if event.close_after:
-            peer.state = PeerState.CLOSING
+            peer.mark_closing()
             peer.link.close()
 
     def _close(self, event: ClosePeer) -> None:
         peer = event.peer
-        if peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+        if peer.closing_or_closed:
             return
         # The protocol's view, not the router's: a handshake whose final 200 OK
         # came with bad bytes behind it never reached ESTABLISHED, but the
@@ -166,5 +166,5 @@ class ConnectionHandler:
             bye = Message.from_body(new_guid(), 1, 0, Bye(event.code, event.reason))
             self._send(peer, [*queued, bye])
             log.info("peer %s: sent Bye %d %s", peer.label, event.code, event.reason)
-        peer.state = PeerState.CLOSING
+        peer.mark_closing()
         peer.link.close()

@@ -14,7 +14,7 @@ from typing import Any
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import CONTROL, message_class
 from gnurouter.mesh.handshaking import HandshakePolicy, peer_features, peer_role
-from gnurouter.mesh.peers import ControlBudget, Peer, PeerState, PeerTable
+from gnurouter.mesh.peers import ControlBudget, Peer, PeerTable
 from gnurouter.protocol.addresses import clean_text, parse_endpoint, parse_endpoints
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.handshake import (
@@ -110,7 +110,7 @@ class ParserHandler:
         if self.recorder is not None:
             self.recorder.closed(peer, reason)
         was_established = peer.established
-        peer.state = PeerState.CLOSED
+        peer.mark_closed()
         peer.close_reason = peer.close_reason or reason
         self.peers.remove(peer)
         if was_established:
@@ -122,19 +122,19 @@ class ParserHandler:
         log.info("peer %s closed: %s", peer.label, peer.close_reason)
 
     def _close(self, peer: Peer, code: int, reason: str) -> None:
-        if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+        if peer.hung_up or peer.closing_or_closed:
             return
         # From now on nothing it sends counts: the rest of this chunk, and any
         # chunk read before the connection stage closes the socket, is ignored
         # (a peer refused a slot must not get its messages routed).
-        peer.hung_up = True
+        peer.hang_up()
         peer.close_reason = f"{code} {reason}"
         self.connection.enqueue_housekeeping(ClosePeer(peer, code, reason))
 
     # -- the stream ------------------------------------------------------
 
     def _receive(self, peer: Peer, data: bytes) -> None:
-        if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+        if peer.hung_up or peer.closing_or_closed:
             return
         now = time.monotonic()
         peer.last_heard = now
@@ -167,7 +167,7 @@ class ParserHandler:
                 self._established(peer, event)
             elif isinstance(event, HandshakeRefused):
                 self._refused(peer, event)
-            if peer.hung_up or peer.state in (PeerState.CLOSING, PeerState.CLOSED):
+            if peer.hung_up or peer.closing_or_closed:
                 return
         # The messages before a bad header were delivered above; the error
         # itself is only recorded, and the peer may send nothing more.
@@ -243,7 +243,7 @@ class ParserHandler:
 
     def _refuse(self, peer: Peer, status: int, reason: str, headers: Headers) -> None:
         data = peer.connection.refuse(status, reason, headers)
-        peer.state = PeerState.CLOSING
+        peer.mark_closing()
         peer.close_reason = f"refused: {status} {reason}"
         peer.counters.drop(f"refused-{status}")
         self.connection.enqueue_housekeeping(SendRaw(peer, data, close_after=True))
@@ -280,7 +280,7 @@ class ParserHandler:
         self._joined(peer)
 
     def _joined(self, peer: Peer) -> None:
-        peer.state = PeerState.ESTABLISHED
+        peer.mark_established()
         result = peer.connection.handshake.result
         if result is not None:
             peer.features = peer_features(result.their_headers)
@@ -299,7 +299,7 @@ class ParserHandler:
         if not refused.by_us:
             self._learn_try_headers(refused.headers, peer)
             peer.close_reason = f"refused by peer: {refused.status} {refused.reason}"
-            peer.state = PeerState.CLOSING
+            peer.mark_closing()
             self.connection.enqueue_housekeeping(SendRaw(peer, b"", close_after=True))
 
     def _note_peer_headers(self, peer: Peer, headers: Headers) -> None:

@@ -246,8 +246,8 @@ class RouterHandler:
         self.cutoffs[limit] = self.cutoffs.get(limit, 0) + 1
         # As the parser does for its own closes: whatever the peer sends from
         # now on is not even framed (a flooder's next reads cost nothing).
-        peer.hung_up = True
-        if peer.state not in (PeerState.CLOSING, PeerState.CLOSED):
+        peer.hang_up()
+        if not peer.closing_or_closed:
             peer.close_reason = peer.close_reason or f"{code} {reason}"
             log.warning(
                 "peer %s: %s, disconnecting with Bye %d: %s", peer.label, limit, code, reason

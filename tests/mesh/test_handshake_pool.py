@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gnurouter.mesh.handshaking import HandshakePool
-from gnurouter.mesh.peers import PeerState
 from tests.fixtures import handshaking_peer
 
 
@@ -30,6 +29,6 @@ def test_handshake_pool_forgets_finished_handshakes() -> None:
     done, waiting = handshaking_peer("127.0.0.2"), handshaking_peer("127.0.0.2")
     pool.admit(done)
     pool.admit(waiting)
-    done.state = PeerState.ESTABLISHED
+    done.mark_established()
     assert len(pool) == 1
     assert pool.admit(handshaking_peer("127.0.0.2")) == []

@@ -19,6 +19,7 @@ from twisted.internet import defer, task
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import ConfigError, RouterConfig
+from gnurouter.edge.children import Every, ListeningPort, Retimed
 from gnurouter.edge.network import GnutellaFactory, OutgoingFactory
 from gnurouter.edge.parameters import register_parameters
 from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages, inlet
@@ -26,6 +27,7 @@ from gnurouter.mesh.bootstrap import GWebCacheBootstrap
 from gnurouter.mesh.handshaking import HandshakePolicy, HandshakePool
 from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import Peer, PeerState, PeerTable
+from gnurouter.ops.controlweb import control_site
 from gnurouter.ops.metrics import MetricsSampler, router_counters, snapshot, stage_counters
 from gnurouter.ops.packetlog import PacketLog
 from gnurouter.protocol.connection import PeerConnection
@@ -43,12 +45,15 @@ from gnurouter.stages.router import router_class
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 3.0
+#: Seconds between catcher ticks (keeping the peer count up) and metric samples.
+CATCHER_TICK = 2.0
+METRICS_TICK = 1.0
 #: A handler's traceback is logged at most this often (seconds); a hostile
 #: peer that triggers a bug again and again must not flood the log.
 HANDLER_TRACEBACK_INTERVAL = 60.0
 
 
-class RouterService(service.Service):
+class RouterService(service.MultiService):
     def __init__(
         self,
         config: RouterConfig,
@@ -122,11 +127,11 @@ class RouterService(service.Service):
             clock=reactor,
             handshakes=self.handshakes,
         )
-        self._port: Any = None  # an IListeningPort once started
-        self._control_port: Any = None
-        self._timers: list[task.LoopingCall] = []
+        service.MultiService.__init__(self)
+        self._port = ListeningPort(reactor, config.listen, self.factory)
+        self._control_port: ListeningPort | None = None
+        self._add_children()
         self.recorder: Any = None  # a gnurouter.traces TraceRecorder with --record
-        self._controller_calls: dict[Any, Any] = {}
         self._last_traceback_logged = -HANDLER_TRACEBACK_INTERVAL
 
     # -- wiring ----------------------------------------------------------
@@ -161,16 +166,10 @@ class RouterService(service.Service):
         return {(host, port), ("127.0.0.1", port), ("localhost", port)}
 
     def listening_address(self) -> tuple[str, int]:
-        if self._port is not None:
-            address = self._port.getHost()
-            return address.host, address.port
-        return self.config.listen
+        return self._port.address or self.config.listen
 
     def control_address(self) -> tuple[str, int] | None:
-        if self._control_port is None:
-            return None
-        address = self._control_port.getHost()
-        return address.host, address.port
+        return self._control_port.address if self._control_port is not None else None
 
     def _handler_failed(self, stage: Stage, error: BaseException, events: list[object]) -> None:
         """An event a stage could not handle: close the peer it came from, with a Bye.
@@ -207,19 +206,31 @@ class RouterService(service.Service):
 
     # -- lifecycle -------------------------------------------------------
 
+    def _add_children(self) -> None:
+        """Ports, timers and live-timed controllers: started in this order, stopped in reverse."""
+        config = self.config
+        self._port.setServiceParent(self)
+        if config.control_listen is not None:
+            self._control_port = ListeningPort(
+                self.reactor, config.control_listen, control_site(self)
+            )
+            self._control_port.setServiceParent(self)
+        timers: list[tuple[float, Callable[..., Any], tuple[Any, ...], bool]] = [
+            (config.route_cleanup_interval, self._tick, ("router", "routes"), True),
+            (config.keepalive_interval, self._tick, ("router", "keepalive"), False),
+            (CATCHER_TICK, self._tick, ("catcher", "catch"), True),
+            (METRICS_TICK, self.sample_metrics, (), True),
+        ]
+        if config.hosts_file:
+            timers.append((config.hosts_save_interval, self.save_hosts, (), False))
+        for interval, fn, args, now in timers:
+            Every(self.reactor, interval, fn, *args, now=now).setServiceParent(self)
+        for interval_of, controller in self.conditioning.timers():
+            Retimed(self.reactor, interval_of, controller).setServiceParent(self)
+
     def startService(self) -> None:
-        super().startService()
         self.started_at = time.time()
         self.executor.start()
-        host, port = self.config.listen
-        self._port = self.reactor.listenTCP(port, self.factory, interface=host)
-        if self.config.control_listen is not None:
-            from gnurouter.ops.controlweb import control_site
-
-            control_host, control_port = self.config.control_listen
-            self._control_port = self.reactor.listenTCP(
-                control_port, control_site(self), interface=control_host
-            )
         if self.config.hosts_file:
             # Our own file does not exist before the first save; that is no error.
             self.hosts.load(self.config.hosts_file, missing_ok=True)
@@ -231,12 +242,9 @@ class RouterService(service.Service):
                 "ultrapeers with fewer than 15 ultrapeer slots",
                 self.policy.degree,
             )
-        self._every(self.config.route_cleanup_interval, self._tick, "router", "routes")
-        self._every(self.config.keepalive_interval, self._tick, "router", "keepalive", now=False)
-        self._every(2.0, self._tick, "catcher", "catch")
-        self._every(1.0, self.sample_metrics)
-        if self.config.hosts_file:
-            self._every(self.config.hosts_save_interval, self.save_hosts, now=False)
+        # The children: listening, then the timers (the first catcher tick
+        # already sees the hosts loaded above).
+        super().startService()
         if self.config.record:
             # The trace tools sit above the router: the caller (the CLI, a
             # test) hands in how to make a recorder; the service never imports them.
@@ -244,24 +252,7 @@ class RouterService(service.Service):
                 raise ConfigError("record: this router was built without a trace recorder")
             self.recorder = self._recorder_factory(self)
             self.stages["parser"].handler.recorder = self.recorder  # type: ignore[attr-defined]
-        for interval_of, controller in self.conditioning.timers():
-            self._every_interval_of(interval_of, controller)
         log.info("gnurouter listening on %s:%d", *self.listening_address())
-
-    def _every(self, interval: float, fn: Any, *args: Any, now: bool = True) -> None:
-        timer = task.LoopingCall(fn, *args)
-        timer.clock = self.reactor
-        timer.start(interval, now=now)
-        self._timers.append(timer)
-
-    def _every_interval_of(self, interval_of: Any, fn: Any) -> None:
-        """Run `fn` repeatedly, re-reading its interval each time (it is tunable live)."""
-
-        def run() -> None:
-            fn()
-            self._controller_calls[fn] = self.reactor.callLater(interval_of(), run)
-
-        self._controller_calls[fn] = self.reactor.callLater(interval_of(), run)
 
     def _tick(self, stage: str, name: str) -> None:
         inlet(self.stages, "timer", stage).enqueue_housekeeping(Tick(name))
@@ -296,21 +287,9 @@ class RouterService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        super().stopService()
-        for timer in self._timers:
-            if timer.running:
-                timer.stop()
-        self._timers.clear()
-        for call in self._controller_calls.values():
-            if call.active():
-                call.cancel()
-        self._controller_calls.clear()
+        # Timers first, then the ports (the reverse of the start), each awaited.
+        yield super().stopService()
         self.bootstrap.stop()
-        if self._port is not None:
-            yield self._port.stopListening()
-        if self._control_port is not None:
-            yield self._control_port.stopListening()
-            self._control_port = None
         # What was accepted is routed before the links close: wait (bounded)
         # for the stages to drain.
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -336,4 +315,3 @@ class RouterService(service.Service):
         self.packet_log.close()
         self.save_hosts()
         self.executor.stop()
-        self._port = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -17,7 +17,13 @@ from gnurouter.mesh.peers import Peer
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.handshake import Role
 from gnurouter.seda.stage import Sink
-from gnurouter.stages.events import BytesReceived, LinkWritable, PeerLost, PeerOpened
+from gnurouter.stages.events import (
+    BytesReceived,
+    LinkWritable,
+    PeerFinished,
+    PeerLost,
+    PeerOpened,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +33,7 @@ CLOSE_TIMEOUT = 10
 DISPLACEMENT_LOG_INTERVAL = 60.0
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class GnutellaWire(protocol.Protocol):
     """One TCP connection.  It parses nothing: bytes go to the reader stage.
 
@@ -79,6 +85,19 @@ class GnutellaWire(protocol.Protocol):
             return  # already lost
         self.factory.reader.enqueue(BytesReceived(self.peer, data))
         self.factory.flow.after_input(self)
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed (FIN): it has said all it will, but may still read.
+
+        Its last bytes are routed before the router closes its own side, after
+        what is queued for it; closing at once instead would lose what is
+        already on its way to a peer that is still listening.
+        """
+        if self.peer is not None:
+            self.factory.reader.enqueue(PeerFinished(self.peer))
+
+    def writeConnectionLost(self) -> None:
+        pass  # we never half-close ourselves
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._lost = True

@@ -40,6 +40,14 @@ class PeerOpened:
 
 
 @dataclass(slots=True)
+class PeerFinished:
+    """The peer closed its side of the socket (FIN): it sends nothing more, but still reads."""
+
+    peer: Peer
+    kind: str = "peer-finished"
+
+
+@dataclass(slots=True)
 class PeerLost:
     """The socket is gone, for whatever reason."""
 

@@ -33,6 +33,7 @@ from gnurouter.stages.events import (
     HostConnected,
     HostsLearned,
     MessageArrived,
+    PeerFinished,
     PeerJoined,
     PeerLeft,
     PeerLost,
@@ -85,6 +86,10 @@ class ParserHandler:
                     self._receive(event.peer, event.data)
                 elif isinstance(event, PeerOpened):
                     self._opened(event.peer)
+                elif isinstance(event, PeerFinished):
+                    # Its last bytes came before this: what they held is
+                    # routed; then we close our side too (after what is queued).
+                    self._close(event.peer, 0, "peer closed its side")
                 elif isinstance(event, PeerLost):
                     self._lost(event.peer, event.reason)
             except Exception as error:

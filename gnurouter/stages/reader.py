@@ -7,7 +7,13 @@ from typing import Any
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.mesh.peers import Peer
 from gnurouter.seda.stage import Sink, Stage, report_failure
-from gnurouter.stages.events import BytesReceived, PeerLost, PeerOpened, StreamChunk
+from gnurouter.stages.events import (
+    BytesReceived,
+    PeerFinished,
+    PeerLost,
+    PeerOpened,
+    StreamChunk,
+)
 
 
 class ReaderHandler:
@@ -29,7 +35,7 @@ class ReaderHandler:
                 if isinstance(event, BytesReceived):
                     event.peer.counters.bytes_in += len(event.data)
                     chunks.setdefault(event.peer, []).append(event.data)
-                elif isinstance(event, PeerOpened | PeerLost):
+                elif isinstance(event, PeerOpened | PeerFinished | PeerLost):
                     # Lifecycle events keep their place relative to the bytes (the
                     # housekeeping path would let "peer lost" overtake its last bytes).
                     self._flush(chunks)

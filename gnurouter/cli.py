@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from gnurouter.config import ConfigError, RouterConfig, config_from_mapping, load_config_file
 from gnurouter.edge.gctuning import tune_for_serving
@@ -210,7 +210,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 class _Parser(argparse.ArgumentParser):
     """Errors are one line (no usage dump), exit status 2."""
 
-    def error(self, message: str) -> Any:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{PROG}: error: {message}\n")
 
 

@@ -126,7 +126,7 @@ class IntRange:
     low: int
     high: int
 
-    def check(self, name: str, value: Any) -> int:
+    def check(self, name: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(
                 f"{name}: expected an integer in {self.low}..{self.high}, got {value!r}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import ROUTER_EXPRESS
@@ -43,6 +43,9 @@ from gnurouter.stages.parser import ParserHandler
 from gnurouter.stages.reader import ReaderHandler
 from gnurouter.stages.router import PacketSink, RouterHandler
 
+if TYPE_CHECKING:
+    from gnurouter.mesh.bootstrap import GWebCacheBootstrap
+
 
 @dataclass
 class RouterContext:
@@ -58,10 +61,15 @@ class RouterContext:
     connect: Callable[[tuple[str, int]], None]
     own_addresses: Callable[[], set[tuple[str, int]]]
     conditioning: Conditioning
-    bootstrap: Any = None  # a gnurouter.mesh.bootstrap.GWebCacheBootstrap
+    bootstrap: GWebCacheBootstrap | None = None
 
 
-HandlerFactory = Callable[[RouterContext, Mapping[str, Sink]], EventHandler]
+#: The sinks a handler is handed, by target stage.  The graph is wired by
+#: name, so their events are `Any` here; each handler declares the events it
+#: sends on each of them.
+Sinks = Mapping[str, Sink[Any]]
+#: Builds a stage's handler from the shared context and the sinks its edges name.
+HandlerFactory = Callable[[RouterContext, Sinks], EventHandler[Any]]
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,11 @@ class StageSpec:
         return tuple(dict.fromkeys(edge.target for edge in self.edges))
 
 
-def _reader(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
+def _reader(ctx: RouterContext, sinks: Sinks) -> ReaderHandler:
     return ReaderHandler(sinks["parser"], ctx.flow)
 
 
-def _parser(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
+def _parser(ctx: RouterContext, sinks: Sinks) -> ParserHandler:
     return ParserHandler(
         router=sinks["router"],
         connection=sinks["connection"],
@@ -128,7 +136,7 @@ def _parser(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
     )
 
 
-def _router(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
+def _router(ctx: RouterContext, sinks: Sinks) -> RouterHandler:
     return RouterHandler(
         router=ctx.routing,
         connection=sinks["connection"],
@@ -141,14 +149,14 @@ def _router(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
     )
 
 
-def _connection(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
+def _connection(ctx: RouterContext, sinks: Sinks) -> ConnectionHandler:
     return ConnectionHandler(
         limits=ctx.conditioning.output_limits,
         flow_control_timeout=ctx.config.flow_control_timeout,
     )
 
 
-def _catcher(ctx: RouterContext, sinks: Mapping[str, Sink]) -> EventHandler:
+def _catcher(ctx: RouterContext, sinks: Sinks) -> CatcherHandler:
     return CatcherHandler(
         hosts=ctx.hosts,
         peers=ctx.peers,
@@ -168,7 +176,10 @@ def _edges(source: str, *edges: tuple[str, tuple[str, ...], str]) -> tuple[Edge,
 STAGE_GRAPH: tuple[StageSpec, ...] = (
     StageSpec(
         "reader",
-        _edges("reader", ("parser", ("StreamChunk", "PeerOpened", "PeerLost"), "enqueue")),
+        _edges(
+            "reader",
+            ("parser", ("StreamChunk", "PeerOpened", "PeerFinished", "PeerLost"), "enqueue"),
+        ),
         _reader,
         stream=True,
         description="socket bytes in",
@@ -208,7 +219,7 @@ STAGE_GRAPH: tuple[StageSpec, ...] = (
 
 #: Edges from outside the stages: every way Twisted's side hands a stage an event.
 EXTERNAL_EDGES: tuple[Edge, ...] = (
-    Edge("socket", "reader", ("BytesReceived", "PeerOpened", "PeerLost")),
+    Edge("socket", "reader", ("BytesReceived", "PeerOpened", "PeerFinished", "PeerLost")),
     Edge("socket", "connection", ("LinkWritable",), "housekeeping"),
     Edge("connector", "catcher", ("ConnectFailed",), "housekeeping"),
     Edge("timer", "router", ("Tick",), "housekeeping"),
@@ -219,14 +230,35 @@ EXTERNAL_EDGES: tuple[Edge, ...] = (
 )
 
 
-def inlet(stages: Mapping[str, Stage], source: str, target: str) -> Sink:
+def inlet(stages: Mapping[str, Stage[Any]], source: str, target: str) -> Sink[Any]:
     """The stage an outside `source` may feed: only along a declared edge."""
     if not any(edge.source == source and edge.target == target for edge in EXTERNAL_EDGES):
         raise ValueError(f"stage graph declares no edge {source} -> {target}")
     return stages[target]
 
 
-def describe(graph: tuple[StageSpec, ...] = STAGE_GRAPH) -> dict[str, Any]:
+class StageDescription(TypedDict):
+    name: str
+    description: str
+    stream: bool
+    classes: list[str]
+    express: list[str]
+
+
+EdgeDescription = TypedDict(
+    "EdgeDescription", {"from": str, "to": str, "events": list[str], "path": str}
+)
+
+
+class GraphDescription(TypedDict):
+    """The JSON `describe` publishes (the metrics snapshot's "graph")."""
+
+    stages: list[StageDescription]
+    sources: dict[str, str]
+    edges: list[EdgeDescription]
+
+
+def describe(graph: tuple[StageSpec, ...] = STAGE_GRAPH) -> GraphDescription:
     """The graph as JSON: what a router publishes in its metrics snapshot."""
     edges = [edge for spec in graph for edge in spec.edges] + list(EXTERNAL_EDGES)
     return {
@@ -253,13 +285,13 @@ def build_stages(
     executor: Executor,
     *,
     graph: tuple[StageSpec, ...] = STAGE_GRAPH,
-    on_handler_error: Callable[[Stage, BaseException, list[object]], None] | None = None,
-) -> dict[str, Stage]:
+    on_handler_error: Callable[[Stage[Any], BaseException, list[Any]], None] | None = None,
+) -> dict[str, Stage[Any]]:
     """Instantiate the graph, sinks before the stages that feed them."""
     specs = {spec.name: spec for spec in graph}
-    stages: dict[str, Stage] = {}
+    stages: dict[str, Stage[Any]] = {}
 
-    def build(name: str, trail: tuple[str, ...] = ()) -> Stage:
+    def build(name: str, trail: tuple[str, ...] = ()) -> Stage[Any]:
         if name in stages:
             return stages[name]
         if name in trail:

@@ -398,7 +398,7 @@ class RawClient(protocol.Protocol):
 async def open_raw(reactor: Any, host: str, port: int, timeout: float = 5.0) -> RawClient:
     client = RawClient()
     endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    await endpoints.connectProtocol(endpoint, client)
+    await endpoints.connectProtocol(endpoint, client)  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
     return client
 
 
@@ -638,7 +638,7 @@ async def honest_accept(reactor: Any, host: str, port: int, timeout: float = 5.0
     outcome: dict[str, Any] = {"accepted": False, "seconds": None, "status": None}
     try:
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-        await endpoints.connectProtocol(endpoint, servent)
+        await endpoints.connectProtocol(endpoint, servent)  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
         established = servent.established
         established.addTimeout(max(0.1, timeout - (time.monotonic() - started)), reactor)
         await established
@@ -902,7 +902,7 @@ async def connect_attacker(
     reactor: Any, host: str, port: int, servent: ServentProtocol, timeout: float = 5.0
 ) -> None:
     endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    await endpoints.connectProtocol(endpoint, servent)
+    await endpoints.connectProtocol(endpoint, servent)  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
     established = servent.established
     established.addTimeout(timeout, reactor)
     await established

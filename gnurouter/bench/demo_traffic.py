@@ -19,10 +19,13 @@ import math
 import random
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gnurouter.config import parse_address
 from gnurouter.protocol.messages import Message, Query, new_guid
+
+if TYPE_CHECKING:
+    from gnurouter.edge.servent import ServentProtocol
 
 WORDS = ("linux", "ubuntu", "jazz", "mp3", "flac", "gnutella", "router", "seda", "ogg", "demo")
 
@@ -32,7 +35,7 @@ class Traffic:
         self.reactor = reactor
         self.address = address
         self.args = args
-        self.servents: list[Any] = []
+        self.servents: list[ServentProtocol] = []
         self.started = time.monotonic()
         self.credit = 0.0
         self.sent = 0
@@ -41,8 +44,12 @@ class Traffic:
         self.told = False
 
     def rate(self, now: float) -> float:
-        phase = (now - self.started) / self.args.period * 2 * math.pi
-        return self.args.low + (self.args.high - self.args.low) * (1 - math.cos(phase)) / 2
+        # argparse's Namespace is untyped: these are the floats `main` declares.
+        low: float = self.args.low
+        high: float = self.args.high
+        period: float = self.args.period
+        phase = (now - self.started) / period * 2 * math.pi
+        return low + (high - low) * (1 - math.cos(phase)) / 2
 
     def connect(self) -> None:
         from twisted.internet import defer

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import SomeStage
 
 
 class Pausable(Protocol):
@@ -24,7 +24,7 @@ class Pausable(Protocol):
 
 
 class InputFlowControl:
-    def __init__(self, stages: Sequence[Stage], pause_length: int) -> None:
+    def __init__(self, stages: Sequence[SomeStage], pause_length: int) -> None:
         self.stages = list(stages)
         self.pause_length = pause_length
         self._paused: list[Pausable] = []

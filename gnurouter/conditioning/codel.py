@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import E, Stage
 
 
 class CoDel:
@@ -92,7 +92,7 @@ class CoDelPolicy:
         return event_class in self.enabled_classes
 
     def on_dequeue(
-        self, stage: Stage, event_class: str, sojourn: float, now: float, event: Any
+        self, stage: Stage[E], event_class: str, sojourn: float, now: float, event: E
     ) -> str | None:
         if event_class not in self.enabled_classes:
             return None

@@ -23,13 +23,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import SomeStage
 
 
 class ThreadGovernor:
     def __init__(
         self,
-        stage: Stage,
+        stage: SomeStage,
         *,
         interval: float = 2.0,
         add_threshold: int = 100,

@@ -9,7 +9,7 @@ behind them is decided here, once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gnurouter.conditioning.classes import OTHER, QUERY, REPLY, ROUTER_CLASSES
@@ -20,7 +20,7 @@ from gnurouter.conditioning.query_filter import SHED_ORDERS, QueryFilter
 from gnurouter.conditioning.response_time import ResponseTimeController
 from gnurouter.conditioning.thresholds import QueueThreshold
 from gnurouter.config import RouterConfig, parse_policies
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import SomeStage
 from gnurouter.seda.tuning import ControlAPI, Parameter
 
 #: Refusal thresholds for the message stages: 1000 is the SEDA experiment's.
@@ -61,7 +61,7 @@ class Conditioning:
         )
         self._policies = policies
 
-    def attach(self, stages: dict[str, Stage], stream_stages: set[str]) -> None:
+    def attach(self, stages: Mapping[str, SomeStage], stream_stages: set[str]) -> None:
         """Hook the policies into the stages they govern (once, after the graph is built)."""
         config = self.config
         self.router_stage = stages["router"]
@@ -95,7 +95,7 @@ class Conditioning:
 
     # -- classification ----------------------------------------------------
 
-    def _classify(self, event: Any) -> str:
+    def _classify(self, event: object) -> str:
         return self.router_class(event) if self.priority_enabled else FIFO
 
     # -- periodic controllers --------------------------------------------

@@ -11,16 +11,24 @@ queued queries and the newcomer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 from gnurouter.conditioning.classes import QUERY
-from gnurouter.seda.stage import Stage
+from gnurouter.protocol.messages import Message
+from gnurouter.seda.stage import E, Stage
 
 #: Which query goes when one must: the one that has travelled furthest (its
 #: sender is furthest away and likely has other paths), the oldest (least
 #: likely to still matter), or the newcomer (plain drop-tail).
 SHED_ORDERS = ("highest-hops", "oldest", "newest")
+
+
+class QueuedQuery(Protocol):
+    """An event of the QUERY class, as the router stage queues it (`MessageArrived`)."""
+
+    @property
+    def message(self) -> Message: ...
 
 
 class QueryFilter:
@@ -54,7 +62,7 @@ class QueryFilter:
     def active(self) -> bool:
         return self.enabled or self.steered_rate is not None
 
-    def admit(self, stage: Stage, event: Any) -> str | None:
+    def admit(self, stage: Stage[E], event: E) -> str | None:
         steered = self.steered_rate
         if not self.active or stage.class_of(event) != QUERY:
             return None
@@ -73,9 +81,15 @@ class QueryFilter:
                 if stage.evict(QUERY, _oldest, self.shed_reason) is not None
                 else (self.shed_reason)
             )
-        newcomer_hops = event.message.hops
+        # Only QUERY-class events get here, and the router stage classifies
+        # only messages as QUERY.
+        newcomer_hops = cast(QueuedQuery, event).message.hops
         victim = stage.evict(
-            QUERY, lambda queue: _highest_hops_above(queue, newcomer_hops), self.shed_reason
+            QUERY,
+            lambda queue: _highest_hops_above(
+                cast("Sequence[tuple[float, QueuedQuery]]", queue), newcomer_hops
+            ),
+            self.shed_reason,
         )
         return None if victim is not None else self.shed_reason
 
@@ -89,11 +103,11 @@ class QueryFilter:
         return False
 
 
-def _oldest(queue: Any) -> int | None:
+def _oldest(queue: Sequence[object]) -> int | None:
     return 0 if queue else None
 
 
-def _highest_hops_above(queue: Any, hops: int) -> int | None:
+def _highest_hops_above(queue: Sequence[tuple[float, QueuedQuery]], hops: int) -> int | None:
     """Index of the newest queued query with the most hops, if it has more than `hops`.
 
     Ties go to the newcomer: it is refused rather than an equal queued one

@@ -16,13 +16,13 @@ from typing import Any
 
 from gnurouter.conditioning.classes import QUERY
 from gnurouter.conditioning.query_filter import QueryFilter
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import SomeStage
 
 
 class ResponseTimeController:
     def __init__(
         self,
-        stage: Stage,
+        stage: SomeStage,
         query_filter: QueryFilter,
         *,
         target: float = 0.100,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import E, SomeStage, Stage
 
 
 class QueueThreshold:
@@ -29,7 +29,7 @@ class QueueThreshold:
     def active(self) -> bool:
         return self.enabled and self.limit is not None
 
-    def admit(self, stage: Stage, event: Any) -> str | None:
+    def admit(self, stage: Stage[E], event: E) -> str | None:
         if not self.enabled or self.limit is None or stage.queue_length < self.limit:
             return None
         if self.displace and len(stage.classes) > 1:
@@ -43,11 +43,11 @@ class QueueThreshold:
         return self.reason
 
 
-def _newest(queue: Any) -> int | None:
+def _newest(queue: Sequence[object]) -> int | None:
     return len(queue) - 1 if queue else None
 
 
-def threshold_of(stage: Stage) -> QueueThreshold | None:
+def threshold_of(stage: SomeStage) -> QueueThreshold | None:
     for controller in stage.admission:
         if isinstance(controller, QueueThreshold):
             return controller

@@ -40,11 +40,13 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from twisted.web import http, resource, server
+from twisted.web.http_headers import Headers
 
 from gnurouter.config import is_loopback
 from gnurouter.ops import prometheus
@@ -88,7 +90,9 @@ class SnapshotCache:
     cached copy, so the next request shows it.
     """
 
-    def __init__(self, snapshot: Any, max_age: float = SNAPSHOT_MAX_AGE) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], max_age: float = SNAPSHOT_MAX_AGE
+    ) -> None:
         self._snapshot = snapshot
         self.max_age = max_age
         self._value: dict[str, Any] | None = None
@@ -100,7 +104,7 @@ class SnapshotCache:
             self._value, self._taken = self._snapshot(), now
         return self._value
 
-    def clear(self, *_changed: Any) -> None:
+    def clear(self, *_changed: object) -> None:
         self._value = None
 
 
@@ -222,7 +226,25 @@ class Refusals:
         return {"refused": dict(self.counts), "refused_total": sum(self.counts.values())}
 
 
-def _client_host(request: Any) -> str:
+class GuardedRequest(Protocol):
+    """What the guard and the JSON answers use of a request (a `twisted.web.server.Request`).
+
+    Twisted hands resources an `IRequest`, which mypy cannot see into; this
+    names the part of it this module relies on.
+    """
+
+    requestHeaders: Headers
+
+    def getHeader(self, key: bytes) -> bytes | str | None: ...
+
+    def getClientAddress(self) -> object: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+
+
+def _client_host(request: GuardedRequest) -> str:
     return str(getattr(request.getClientAddress(), "host", "?"))
 
 
@@ -268,7 +290,7 @@ class ControlGuard:
         """True when a token is required (off loopback, it always is)."""
         return self._token is not None
 
-    def _token_matches(self, request: Any) -> bool:
+    def _token_matches(self, request: GuardedRequest) -> bool:
         assert self._token is not None
         header = request.getHeader(b"authorization") or b""
         if isinstance(header, str):
@@ -278,7 +300,7 @@ class ControlGuard:
         matches = hmac.compare_digest(credential.strip(), self._token)
         return matches and scheme.lower() == b"bearer"
 
-    def screen(self, request: Any) -> Refusal | None:
+    def screen(self, request: GuardedRequest) -> Refusal | None:
         """The refusal for this request from its headers alone, or None to let it in."""
         if self._token is not None:
             if not self._token_matches(request):
@@ -309,7 +331,7 @@ class ControlGuard:
     def too_large(self) -> Refusal:
         return Refusal(413, "body-too-large", f"request body over {self.max_body} bytes")
 
-    def refuse(self, request: Any, refusal: Refusal) -> bytes:
+    def refuse(self, request: GuardedRequest, refusal: Refusal) -> bytes:
         """Count and log `refusal`, and answer it as a rendered resource would."""
         self.refusals.record(_client_host(request), refusal)
         if refusal.status == 401:
@@ -321,7 +343,7 @@ def _refusal_payload(refusal: Refusal) -> dict[str, str]:
     return {"error": refusal.message, "reason": refusal.reason}
 
 
-def _json(request: Any, status: int, payload: Any) -> bytes:
+def _json(request: GuardedRequest, status: int, payload: object) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
@@ -374,7 +396,7 @@ class ControlRequest(server.Request):
             # Answered already; the channel reports the end of a body that was
             # in the same read as the headers.  Nothing is dispatched.
             return
-        super().requestReceived(command, path, version)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
 
     def _refuse_now(self, refusal: Refusal) -> None:
         """Answer before the request is complete, then close without reading on.
@@ -410,7 +432,7 @@ class ControlSite(server.Site):
     """The control endpoint's Site: every request is a ControlRequest screened by `guard`."""
 
     def __init__(self, root: resource.Resource, guard: ControlGuard) -> None:
-        super().__init__(root, requestFactory=ControlRequest)
+        super().__init__(root, requestFactory=ControlRequest)  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
         self.guard = guard
         self.displayTracebacks = False
 
@@ -428,7 +450,7 @@ class _Guarded(resource.Resource):
     isLeaf = True
 
     def __init__(self, router: RouterView, guard: ControlGuard) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
         self.router = router
         self.guard = guard
 
@@ -436,7 +458,7 @@ class _Guarded(resource.Resource):
         refusal = self.guard.screen(request)
         if refusal is not None:
             return self.guard.refuse(request, refusal)
-        return cast(bytes, super().render(request))
+        return cast(bytes, super().render(request))  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
 
 
 class MetricsResource(_Guarded):
@@ -492,7 +514,7 @@ def control_site(router: RouterView, token: str | None = None) -> ControlSite:
     if token is None:
         token = getattr(router.config, "control_token", None)
     guard = ControlGuard(token)
-    root = resource.Resource()
+    root = resource.Resource()  # type: ignore[no-untyped-call, unused-ignore]  # Twisted: unannotated
     # Twisted's zope interfaces are opaque to mypy; these are IResources.
     root.putChild(b"metrics", cast(Any, MetricsResource(router, guard)))
     root.putChild(b"parameters", cast(Any, ParametersResource(router, guard)))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gnurouter.conditioning.thresholds import threshold_of
 from gnurouter.graph import describe as describe_graph
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import SomeStage
 from gnurouter.seda.stats import RateMeter
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class MetricsSampler:
         return round(self.rates.get(name, 0.0), 3)
 
 
-def stage_counters(stage: Stage) -> dict[str, float]:
+def stage_counters(stage: SomeStage) -> dict[str, float]:
     counters = stage.counters
     values: dict[str, float] = {
         f"stage.{stage.name}.arrivals": counters.enqueued + counters.housekeeping,
@@ -54,7 +54,7 @@ def stage_counters(stage: Stage) -> dict[str, float]:
 
 
 def stage_snapshot(
-    stage: Stage, sampler: MetricsSampler, pause_length: int | None
+    stage: SomeStage, sampler: MetricsSampler, pause_length: int | None
 ) -> dict[str, Any]:
     threshold = threshold_of(stage)
     with_drops = {reason: dict(kinds) for reason, kinds in stage.drops.items()}

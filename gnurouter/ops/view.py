@@ -8,18 +8,23 @@ router (and the edge may import ops without a circle).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import RouterConfig
+from gnurouter.mesh.bootstrap import GWebCacheBootstrap
 from gnurouter.mesh.handshaking import HandshakePolicy, HandshakePool
 from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import PeerTable
 from gnurouter.ops.packetlog import PacketLog
 from gnurouter.routing.router import Router
-from gnurouter.seda.stage import Stage
+from gnurouter.seda.stage import SomeStage
 from gnurouter.seda.tuning import ControlAPI
+
+if TYPE_CHECKING:
+    # metrics reads a RouterView: imported for checking only, or the two would circle.
+    from gnurouter.ops.metrics import MetricsSampler
 
 
 class RouterView(Protocol):
@@ -34,7 +39,7 @@ class RouterView(Protocol):
     @property
     def peers(self) -> PeerTable: ...
     @property
-    def stages(self) -> Mapping[str, Stage]: ...
+    def stages(self) -> Mapping[str, SomeStage]: ...
     @property
     def stream_stages(self) -> set[str]: ...
     @property
@@ -54,9 +59,9 @@ class RouterView(Protocol):
     @property
     def packet_log(self) -> PacketLog: ...
     @property
-    def sampler(self) -> Any: ...  # a gnurouter.ops.metrics.MetricsSampler
+    def sampler(self) -> MetricsSampler: ...
     @property
-    def bootstrap(self) -> Any: ...  # a gnurouter.mesh.bootstrap.GWebCacheBootstrap
+    def bootstrap(self) -> GWebCacheBootstrap: ...
 
     def listening_address(self) -> tuple[str, int]: ...
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from twisted.python.threadpool import ThreadPool
+
+
+class LoopReactor(Protocol):
+    """What the executor uses of a Twisted reactor (`IReactorTime`, `IReactorThreads`)."""
+
+    def callLater(self, delay: float, callable: Callable[[], None], /) -> object: ...
+
+    def callFromThread(self, callable: Callable[[], None], /) -> None: ...
 
 
 class ReactorExecutor:
@@ -17,7 +25,7 @@ class ReactorExecutor:
     its self-pipe for every batch.
     """
 
-    def __init__(self, reactor: Any, *, max_pool_threads: int = 64) -> None:
+    def __init__(self, reactor: LoopReactor, *, max_pool_threads: int = 64) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=max_pool_threads, name="gnurouter-stage")
         self._loop_thread: int | None = None

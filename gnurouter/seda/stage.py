@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Generic, Never, Protocol, TypeVar
 
 from gnurouter.seda.stats import LatencyHistogram
 
@@ -40,11 +40,19 @@ SAMPLES_PER_RUN = 2
 #: Drop reason of events lost to an exception in the stage's handler.
 HANDLER_ERROR = "handler-error"
 
+#: The events a stage takes.  A stage is contravariant in them: a stage that
+#: takes `PeerJoined | PeerLeft` may serve as a `Sink[PeerJoined]`.
+E_contra = TypeVar("E_contra", contravariant=True)
+#: The same, where the event type is both taken and handed back.
+E = TypeVar("E")
+#: The events of one `enqueue_many` call (the refused ones come back as they went in).
+T = TypeVar("T")
 
-class EventHandler(Protocol):
+
+class EventHandler(Protocol[E]):
     """What a stage runs: Sandstorm's `handleEvents`, nothing more."""
 
-    def handle_events(self, batch: list[Any]) -> None: ...
+    def handle_events(self, batch: list[E]) -> None: ...
 
 
 class Executor(Protocol):
@@ -57,7 +65,7 @@ class Executor(Protocol):
         """Run `fn` on a worker thread."""
 
 
-class AdmissionController(Protocol):
+class AdmissionController(Protocol[E]):
     """A conditioning policy consulted before an event joins a stage's queue.
 
     Returns None to admit, or a short drop reason ("queue-full", ...).
@@ -68,10 +76,10 @@ class AdmissionController(Protocol):
     @property
     def active(self) -> bool: ...
 
-    def admit(self, stage: Stage, event: Any) -> str | None: ...
+    def admit(self, stage: Stage[E], event: E) -> str | None: ...
 
 
-class DequeuePolicy(Protocol):
+class DequeuePolicy(Protocol[E]):
     """A conditioning policy consulted as an event leaves its queue.
 
     Returns None to hand the event to the handler, or a drop reason.
@@ -81,23 +89,28 @@ class DequeuePolicy(Protocol):
     def governs(self, event_class: str) -> bool: ...
 
     def on_dequeue(
-        self, stage: Stage, event_class: str, sojourn: float, now: float, event: Any
+        self, stage: Stage[E], event_class: str, sojourn: float, now: float, event: E
     ) -> str | None: ...
 
 
-class Sink(Protocol):
-    """The face a stage shows to the stages that feed it."""
+class Sink(Protocol[E_contra]):
+    """The face a stage shows to the stages that feed it.
+
+    `Sink[X]` takes events of type X; `enqueue_many` hands the refused ones
+    back with the type they went in with (a `Sink[MessageArrived | Tick]`
+    fed `MessageArrived`s refuses `MessageArrived`s).
+    """
 
     name: str
 
-    def enqueue(self, event: Any) -> bool: ...
+    def enqueue(self, event: E_contra) -> bool: ...
 
-    def enqueue_many(self, events: Iterable[Any]) -> list[Any]: ...
+    def enqueue_many(self: Sink[T], events: Iterable[T]) -> list[T]: ...
 
-    def enqueue_housekeeping(self, event: Any) -> None: ...
+    def enqueue_housekeeping(self, event: E_contra) -> None: ...
 
 
-def report_failure(stage: Stage | None, event: Any, error: Exception) -> None:
+def report_failure(stage: Stage[E] | None, event: E, error: Exception) -> None:
     """For a handler's per-event ``except``: the stage counts and reports the loss.
 
     A handler not yet placed in a stage (a unit test's) has nobody to report
@@ -108,7 +121,7 @@ def report_failure(stage: Stage | None, event: Any, error: Exception) -> None:
     stage.event_failed(event, error)
 
 
-def event_kind(event: Any) -> str:
+def event_kind(event: object) -> str:
     """The label drops and delays are broken down by (message type, or event class)."""
     kind = getattr(event, "kind", None)
     return kind if isinstance(kind, str) else type(event).__name__
@@ -127,7 +140,7 @@ class StageCounters:
     handler_errors: int = 0
 
 
-class Batch:
+class Batch(Generic[E]):
     """The events of one `handle_events` call, with the run each class contributed.
 
     A run keeps its (enqueued at, event) pairs so the stage can record
@@ -137,11 +150,11 @@ class Batch:
     __slots__ = ("events", "runs")
 
     def __init__(self) -> None:
-        self.events: list[Any] = []
+        self.events: list[E] = []
         #: (class, or None for housekeeping; its (enqueued at, event) pairs)
-        self.runs: list[tuple[str | None, list[tuple[float, Any]]]] = []
+        self.runs: list[tuple[str | None, list[tuple[float, E]]]] = []
 
-    def take(self, event_class: str | None, queue: deque[tuple[float, Any]], room: int) -> int:
+    def take(self, event_class: str | None, queue: deque[tuple[float, E]], room: int) -> int:
         """Move up to `room` events from the front of `queue` into the batch."""
         if room >= len(queue):
             items = list(queue)
@@ -153,11 +166,11 @@ class Batch:
             self.add(event_class, items)
         return len(items)
 
-    def add(self, event_class: str | None, items: list[tuple[float, Any]]) -> None:
+    def add(self, event_class: str | None, items: list[tuple[float, E]]) -> None:
         self.runs.append((event_class, items))
         self.events += [event for _, event in items]
 
-    def extend(self, other: Batch) -> None:
+    def extend(self, other: Batch[E]) -> None:
         self.runs += other.runs
         self.events += other.events
 
@@ -165,8 +178,8 @@ class Batch:
         return len(self.events)
 
 
-class Stage:
-    """One stage of the graph.
+class Stage(Sink[E_contra]):
+    """One stage of the graph, taking events of type `E_contra` (its handler's).
 
     `threads` is the number of batches that may run at once.  A stage that is
     not `blocking` and has one thread runs on the event-loop thread; otherwise
@@ -177,7 +190,7 @@ class Stage:
     def __init__(
         self,
         name: str,
-        handler: EventHandler,
+        handler: EventHandler[E_contra],
         executor: Executor,
         *,
         threads: int = 1,
@@ -185,10 +198,11 @@ class Stage:
         batch_size: int = 64,
         max_threads: int = 64,
         classes: Sequence[str] = (DEFAULT_CLASS,),
-        classify: Callable[[Any], str] | None = None,
+        classify: Callable[[E_contra], str] | None = None,
         express: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
-        on_handler_error: Callable[[Stage, BaseException, list[Any]], None] | None = None,
+        on_handler_error: Callable[[Stage[E_contra], BaseException, list[E_contra]], None]
+        | None = None,
     ) -> None:
         unknown = set(express) - set(classes)
         if unknown:
@@ -206,13 +220,13 @@ class Stage:
         self._clock = clock
         self._on_handler_error = on_handler_error
         self._lock = threading.Lock()
-        self._queues: dict[str, deque[tuple[float, Any]]] = {c: deque() for c in self.classes}
-        self._housekeeping: deque[tuple[float, Any]] = deque()
+        self._queues: dict[str, deque[tuple[float, E_contra]]] = {c: deque() for c in self.classes}
+        self._housekeeping: deque[tuple[float, E_contra]] = deque()
         self._active = 0
         self._pending = threading.local()
         self._scheduled_on_loop = False
-        self.admission: list[AdmissionController] = []
-        self.dequeue_policies: list[DequeuePolicy] = []
+        self.admission: list[AdmissionController[E_contra]] = []
+        self.dequeue_policies: list[DequeuePolicy[E_contra]] = []
         self.counters = StageCounters()
         self.drops: dict[str, dict[str, int]] = {}
         self.queue_delay = LatencyHistogram()
@@ -266,15 +280,15 @@ class Stage:
         with self._lock:
             return self._active
 
-    def class_of(self, event: Any) -> str:
+    def class_of(self, event: E_contra) -> str:
         return self.classify(event) if self.classify is not None else DEFAULT_CLASS
 
     # -- feeding -----------------------------------------------------------
 
-    def enqueue(self, event: Any) -> bool:
+    def enqueue(self, event: E_contra) -> bool:
         return not self.enqueue_many((event,))
 
-    def enqueue_many(self, events: Iterable[Any]) -> list[Any]:
+    def enqueue_many(self: Stage[T], events: Iterable[T]) -> list[T]:
         """Enqueue a batch under one lock and one clock reading; returns the refused events.
 
         Each event still passes admission on its own, so a threshold refuses
@@ -282,9 +296,9 @@ class Stage:
         """
         admission = [controller for controller in self.admission if controller.active]
         classify = self.classify
-        refused: list[Any] = []
+        refused: list[T] = []
         # Admitted events by class, in arrival order within each class.
-        admitted: dict[str, list[Any]] = {}
+        admitted: dict[str, list[T]] = {}
         if admission:
             pending = self._pending
             pending.by_class = {}
@@ -354,7 +368,7 @@ class Stage:
             peak, self.peak_worker_demand = self.peak_worker_demand, 0
             return peak
 
-    def enqueue_housekeeping(self, event: Any) -> None:
+    def enqueue_housekeeping(self, event: E_contra) -> None:
         with self._lock:
             self._housekeeping.append((self._clock(), event))
             self.counters.housekeeping += 1
@@ -363,13 +377,15 @@ class Stage:
     def evict(
         self,
         event_class: str,
-        choose: Callable[[deque[tuple[float, Any]]], int | None],
+        choose: Callable[[Sequence[tuple[float, object]]], int | None],
         reason: str,
-    ) -> Any:
+    ) -> object:
         """Remove one queued event of `event_class` (the index `choose` picks), counted as dropped.
 
         Lets an admission policy shed an already-queued event in favour of
         a newer, more valuable one.  Returns the evicted event, or None.
+        (`object`: `choose` and the caller see the queue of any event the
+        stage takes, not only the caller's.)
         """
         with self._lock:
             queue = self._queues[event_class]
@@ -381,7 +397,7 @@ class Stage:
         self.count_drop(reason, event)
         return event
 
-    def count_drop(self, reason: str, event: Any) -> None:
+    def count_drop(self, reason: str, event: object) -> None:
         """Record an event refused or discarded on this stage's behalf.
 
         An event that carries several messages (a `size` attribute) counts
@@ -393,7 +409,7 @@ class Stage:
             by_kind = self.drops.setdefault(reason, {})
             by_kind[kind] = by_kind.get(kind, 0) + size
 
-    def event_failed(self, event: Any, error: BaseException) -> None:
+    def event_failed(self, event: E_contra, error: BaseException) -> None:
         """A handler could not handle `event`: it alone is lost, counted and reported.
 
         Handlers call this from a per-event ``except``, then go on with the
@@ -401,7 +417,7 @@ class Stage:
         """
         self._failed(error, [event])
 
-    def _failed(self, error: BaseException, events: list[Any]) -> None:
+    def _failed(self, error: BaseException, events: list[E_contra]) -> None:
         with self._lock:
             self.counters.handler_errors += 1
         for event in events:
@@ -460,15 +476,15 @@ class Stage:
         for _ in range(spawn_workers):
             self._executor.call_in_thread(self._drain_on_worker)
 
-    def _take_batch(self, *, loop: bool) -> Batch:
+    def _take_batch(self, *, loop: bool) -> Batch[E_contra]:
         """Up to `batch_size` events, housekeeping first, then classes in priority order.
 
         With an express lane, the loop takes housekeeping and express classes
         and workers take the rest; otherwise one drainer takes everything.
         """
         now = self._clock()
-        dropped: list[tuple[str, Any]] = []
-        batch = Batch()
+        dropped: list[tuple[str, E_contra]] = []
+        batch: Batch[E_contra] = Batch()
         with self._lock:
             express_lane = self._has_express_lane
             # A worker of a blocking stage takes one event at a time: events
@@ -491,7 +507,7 @@ class Stage:
                     room -= taken
                     self.class_taken[event_class] += taken
                     continue
-                kept: list[tuple[float, Any]] = []
+                kept: list[tuple[float, E_contra]] = []
                 while room and queue:
                     item = queue.popleft()
                     reason = None
@@ -511,7 +527,7 @@ class Stage:
             self.count_drop(reason, event)
         return batch
 
-    def _run_batch(self, batch: Batch, *, on_worker: bool = False) -> None:
+    def _run_batch(self, batch: Batch[E_contra], *, on_worker: bool = False) -> None:
         started = self._clock()
         events = batch.events
         size = len(events)
@@ -592,3 +608,9 @@ class Stage:
             if not batch:
                 return
             self._run_batch(batch)
+
+
+#: A stage of whatever events, for code that reads its state and tunes it but
+#: never hands it an event (controllers, metrics): as stages are contravariant
+#: in their events, every `Stage[X]` is a `SomeStage`.
+SomeStage = Stage[Never]

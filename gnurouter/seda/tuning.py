@@ -35,7 +35,7 @@ class ControlError(ValueError):
     """A refused change; the message names the parameter and the allowed values."""
 
 
-def shown(value: Any) -> str:
+def shown(value: object) -> str:
     """`repr(value)` cut short, for error messages; never raises.
 
     Plain repr() is unusable on hostile input: an int past 4300 digits raises
@@ -79,7 +79,7 @@ class Parameter:
             return "?"
         return str(int(value)) if float(value).is_integer() else str(value)
 
-    def coerce(self, value: Any) -> Any:
+    def coerce(self, value: object) -> Any:
         """Validate `value` and return it in the parameter's own type."""
         if value is None or (
             isinstance(value, str) and value.strip().lower() in ("", "none", "null")
@@ -138,7 +138,7 @@ class Parameter:
             )
         return number
 
-    def _refuse(self, value: Any) -> ControlError:
+    def _refuse(self, value: object) -> ControlError:
         return ControlError(
             f"{self.name}: {shown(value)} is not allowed; allowed: {self.allowed()}"
         )
@@ -192,11 +192,11 @@ class ControlAPI:
         except KeyError:
             raise ControlError(f"unknown parameter {shown(name)}") from None
 
-    def set(self, name: str, value: Any) -> tuple[Any, Any]:
+    def set(self, name: str, value: object) -> tuple[Any, Any]:
         """Change one parameter; returns (old, new).  Raises ControlError, changing nothing."""
         return self.set_many({name: value})[name]
 
-    def set_many(self, changes: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    def set_many(self, changes: Mapping[str, object]) -> dict[str, tuple[Any, Any]]:
         """Validate every change first, then apply them all: all or nothing."""
         with self._lock:
             prepared = []

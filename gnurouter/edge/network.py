@@ -19,10 +19,12 @@ from gnurouter.protocol.handshake import Role
 from gnurouter.seda.stage import Sink
 from gnurouter.stages.events import (
     BytesReceived,
+    ConnectionEvent,
     LinkWritable,
     PeerFinished,
     PeerLost,
     PeerOpened,
+    ReaderEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,8 @@ class GnutellaWire(protocol.Protocol):
         """Seconds the socket has taken nothing (its kernel buffer full); 0 if it drains."""
         if self._paused_since is None or self._lost:
             return 0.0
-        return max(0.0, self.factory.clock.seconds() - self._paused_since)
+        now: float = self.factory.clock.seconds()
+        return max(0.0, now - self._paused_since)
 
     def write(self, data: bytes) -> None:
         if not self._lost:
@@ -194,8 +197,8 @@ class GnutellaFactory(protocol.Factory):
     def __init__(
         self,
         *,
-        reader: Sink,
-        connection: Sink,
+        reader: Sink[ReaderEvent],
+        connection: Sink[ConnectionEvent],
         flow: InputFlowControl,
         make_connection: Callable[[Role], PeerConnection],
         clock: Any,

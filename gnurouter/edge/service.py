@@ -110,7 +110,7 @@ class RouterService(service.MultiService):
             conditioning=self.conditioning,
             bootstrap=self.bootstrap,
         )
-        self.stages: dict[str, Stage] = build_stages(
+        self.stages: dict[str, Stage[Any]] = build_stages(
             context, self.executor, on_handler_error=self._handler_failed
         )
         self.stream_stages = {spec.name for spec in STAGE_GRAPH if spec.stream}
@@ -171,7 +171,9 @@ class RouterService(service.MultiService):
     def control_address(self) -> tuple[str, int] | None:
         return self._control_port.address if self._control_port is not None else None
 
-    def _handler_failed(self, stage: Stage, error: BaseException, events: list[object]) -> None:
+    def _handler_failed(
+        self, stage: Stage[Any], error: BaseException, events: list[object]
+    ) -> None:
         """An event a stage could not handle: close the peer it came from, with a Bye.
 
         Whatever the bug, its trigger was most likely that peer's input, and a

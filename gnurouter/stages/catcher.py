@@ -18,7 +18,13 @@ from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import PeerTable
 from gnurouter.routing.roles import LEAF
 from gnurouter.seda.stage import Stage, report_failure
-from gnurouter.stages.events import ConnectFailed, HostConnected, HostsLearned, Tick
+from gnurouter.stages.events import (
+    CatcherEvent,
+    ConnectFailed,
+    HostConnected,
+    HostsLearned,
+    Tick,
+)
 
 
 class CatcherHandler:
@@ -46,7 +52,7 @@ class CatcherHandler:
         #: Ticks that wanted more ultrapeers than the host cache could offer.
         self.starved_ticks = 0
         self.bootstrap_requests = 0
-        self.stage: Stage | None = None  # set by the graph builder
+        self.stage: Stage[CatcherEvent] | None = None  # set by the graph builder
 
     def handle_events(self, batch: list[Any]) -> None:
         top_up = False

@@ -18,7 +18,13 @@ from gnurouter.conditioning.clogged import OutputQueueLimits
 from gnurouter.mesh.peers import Peer, PeerState
 from gnurouter.protocol.messages import Bye, Message, encode_all, new_guid
 from gnurouter.seda.stage import Stage, report_failure
-from gnurouter.stages.events import ClosePeer, LinkWritable, SendMessages, SendRaw
+from gnurouter.stages.events import (
+    ClosePeer,
+    ConnectionEvent,
+    LinkWritable,
+    SendMessages,
+    SendRaw,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class ConnectionHandler:
     ) -> None:
         self.limits = limits
         self.flow_control_timeout = flow_control_timeout
-        self.stage: Stage | None = None
+        self.stage: Stage[ConnectionEvent] | None = None
         self.clogged_closes = 0
         self.flow_control_closes = 0
 

@@ -172,3 +172,11 @@ class HostConnected:
     address: tuple[str, int]
     ultrapeer: bool
     kind: str = "host-connected"
+
+
+# What each stage is handed (graph.py says by whom): the type its queue holds.
+ReaderEvent = BytesReceived | PeerOpened | PeerFinished | PeerLost
+ParserEvent = StreamChunk | PeerOpened | PeerFinished | PeerLost
+RouterEvent = MessageArrived | PeerJoined | PeerLeft | Tick
+ConnectionEvent = SendMessages | SendRaw | ClosePeer | LinkWritable
+CatcherEvent = HostsLearned | ConnectFailed | HostConnected | Tick

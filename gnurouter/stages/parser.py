@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import CONTROL, message_class
@@ -28,16 +28,20 @@ from gnurouter.protocol.messages import Message, MessageType, validate
 from gnurouter.routing.roles import LEAF, ULTRAPEER
 from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.events import (
+    CatcherEvent,
     ClosePeer,
     ConnectFailed,
+    ConnectionEvent,
     HostConnected,
     HostsLearned,
     MessageArrived,
+    ParserEvent,
     PeerFinished,
     PeerJoined,
     PeerLeft,
     PeerLost,
     PeerOpened,
+    RouterEvent,
     SendRaw,
     StreamChunk,
 )
@@ -51,9 +55,9 @@ class ParserHandler:
     def __init__(
         self,
         *,
-        router: Sink,
-        connection: Sink,
-        catcher: Sink,
+        router: Sink[RouterEvent],
+        connection: Sink[ConnectionEvent],
+        catcher: Sink[CatcherEvent],
         peers: PeerTable,
         policy: HandshakePolicy,
         flow: InputFlowControl,
@@ -70,7 +74,7 @@ class ParserHandler:
         self.max_malformed_per_peer = max_malformed_per_peer
         self.control_rate = control_rate
         self.control_burst = control_burst
-        self.stage: Stage | None = None  # set by the graph builder, for drop counting
+        self.stage: Stage[ParserEvent] | None = None  # set by the graph builder
         self.protocol_errors = 0
         self.malformed = 0
         self._arrivals: list[MessageArrived] = []
@@ -97,7 +101,9 @@ class ParserHandler:
                 # the other peers' events in this batch are handled as usual.
                 report_failure(self.stage, event, error)
         if arrivals:
-            for refused in self.router.enqueue_many(arrivals):
+            # What a sink refuses is what it was handed: arrivals.
+            refused_arrivals = cast(list[MessageArrived], self.router.enqueue_many(arrivals))
+            for refused in refused_arrivals:
                 refused.peer.counters.drop("router-refused")
         self.flow.release_if_drained()
 

@@ -9,9 +9,11 @@ from gnurouter.mesh.peers import Peer
 from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.events import (
     BytesReceived,
+    ParserEvent,
     PeerFinished,
     PeerLost,
     PeerOpened,
+    ReaderEvent,
     StreamChunk,
 )
 
@@ -23,10 +25,10 @@ class ReaderHandler:
     parser event, so the parser's per-event cost is paid once per batch.
     """
 
-    def __init__(self, parser: Sink, flow: InputFlowControl) -> None:
+    def __init__(self, parser: Sink[ParserEvent], flow: InputFlowControl) -> None:
         self.parser = parser
         self.flow = flow
-        self.stage: Stage | None = None  # set by the graph builder
+        self.stage: Stage[ReaderEvent] | None = None  # set by the graph builder
 
     def handle_events(self, batch: list[Any]) -> None:
         chunks: dict[Peer, list[bytes]] = {}

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from gnurouter.conditioning.classes import CONTROL, message_class
 from gnurouter.mesh.peers import Peer, PeerState, PeerTable
@@ -29,11 +29,14 @@ from gnurouter.routing.roles import ULTRAPEER
 from gnurouter.routing.router import Router
 from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.events import (
+    CatcherEvent,
     ClosePeer,
+    ConnectionEvent,
     HostsLearned,
     MessageArrived,
     PeerJoined,
     PeerLeft,
+    RouterEvent,
     SendMessages,
     Tick,
 )
@@ -69,8 +72,8 @@ class RouterHandler:
         self,
         *,
         router: Router,
-        connection: Sink,
-        catcher: Sink,
+        connection: Sink[ConnectionEvent],
+        catcher: Sink[CatcherEvent],
         peers: PeerTable,
         packet_log: PacketSink,
         query_delay: float = 0.0,
@@ -94,7 +97,7 @@ class RouterHandler:
         router.defer_qrp = True
         #: Peers this stage closed for crossing a routing limit, by limit.
         self.cutoffs: dict[str, int] = {}
-        self.stage: Stage | None = None
+        self.stage: Stage[RouterEvent] | None = None
         # Called with (event, decision) after every routing decision, on the
         # router stage's thread: tests await them, recorders tap them.
         self.observers: list[Callable[[MessageArrived, Decision], None]] = []
@@ -123,7 +126,8 @@ class RouterHandler:
         if run:
             self._route_run(run, sends, log)
         if sends:
-            for refused in self.connection.enqueue_many(sends):
+            # What a sink refuses is what it was handed: sends.
+            for refused in cast(list[SendMessages], self.connection.enqueue_many(sends)):
                 for peer in refused.peers:
                     peer.counters.drop("connection-refused", len(refused.messages))
         if log:

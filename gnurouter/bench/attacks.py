@@ -282,6 +282,17 @@ def cpu_seconds(pid: int | None = None) -> float | None:
         return None
 
 
+def bye_of(message: Message) -> Bye | None:
+    """The Bye a message carries; None for any other message or an undecodable Bye."""
+    if message.type != MessageType.BYE:
+        return None
+    try:
+        body = message.body()
+    except ProtocolError:
+        return None
+    return body if isinstance(body, Bye) else None
+
+
 # -- a raw hostile client ----------------------------------------------------------
 
 
@@ -347,14 +358,10 @@ class RawClient(protocol.Protocol):
             return
         for message in messages:
             self.messages_in[message.type] = self.messages_in.get(message.type, 0) + 1
-            if message.type == MessageType.BYE:
-                try:
-                    body = message.body()
-                except ProtocolError:
-                    continue
-                if isinstance(body, Bye):
-                    self.byes.append((body.code, body.reason[:200]))
-                    self.bye_flag.set()
+            bye = bye_of(message)
+            if bye is not None:
+                self.byes.append((bye.code, bye.reason[:200]))
+                self.bye_flag.set()
         if messages:
             self.greeted.set()
         if self._framer.failed is not None:
@@ -472,17 +479,62 @@ def _bye_codes(client: RawClient | ServentProtocol | None) -> list[int]:
     if isinstance(client, RawClient):
         return [code for code, _ in client.byes]
     if isinstance(client, ServentProtocol):
-        codes = []
-        for message in client.received:
-            if message.type == MessageType.BYE:
-                try:
-                    body = message.body()
-                except ProtocolError:
-                    continue
-                if isinstance(body, Bye):
-                    codes.append(body.code)
-        return codes
+        return [bye.code for bye in map(bye_of, client.received) if bye is not None]
     return []
+
+
+async def tallied_handshake(tally: Tally, reactor: Any, host: str, port: int) -> RawClient | None:
+    """`raw_handshake`, or None with the failure counted as a connect error."""
+    try:
+        return await raw_handshake(reactor, host, port, timeout=5.0)
+    except Exception as error:
+        tally.error(f"connect: {type(error).__name__}: {error}")
+        return None
+
+
+async def tallied_connect(
+    tally: Tally,
+    reactor: Any,
+    host: str,
+    port: int,
+    servent: ServentProtocol,
+    *,
+    what: str = "handshake",
+) -> bool:
+    """`connect_attacker`, or False with the failure counted as a `what` error."""
+    try:
+        await connect_attacker(reactor, host, port, servent)
+    except Exception as error:
+        tally.error(f"{what}: {type(error).__name__}: {error}")
+        return False
+    return True
+
+
+async def cut_within(
+    tally: Tally, reactor: Any, client: RawClient, sent: float, wait_cut: float
+) -> None:
+    """A cut if the router closes `client` within `wait_cut` s, else one more not cut."""
+    if await client.lost.wait(reactor, wait_cut):
+        tally.cut((client.closed_at or sent) - sent, client)
+    else:
+        tally.not_cut += 1
+
+
+async def cut_or_abort(
+    tally: Tally,
+    reactor: Any,
+    started: float,
+    lost: Flag,
+    client: RawClient | ServentProtocol,
+    abort: Callable[[], None],
+) -> None:
+    """The end of a one-link attack: a cut if the router closed the link, else abort it."""
+    if lost.is_set and lost.at is not None:
+        tally.cut(lost.at - started, client)
+    else:
+        tally.not_cut = 1
+        abort()
+        await lost.wait(reactor, 5.0)
 
 
 async def bounded_gather(
@@ -526,10 +578,8 @@ async def garbage_after_handshake(
             tally.error("time limit reached before this connection")
             return
         tally.attackers += 1
-        try:
-            client = await raw_handshake(reactor, host, port, timeout=5.0)
-        except Exception as error:
-            tally.error(f"connect: {type(error).__name__}: {error}")
+        client = await tallied_handshake(tally, reactor, host, port)
+        if client is None:
             return
         try:
             if client.status != 200:
@@ -546,10 +596,7 @@ async def garbage_after_handshake(
                 client.close()
                 await client.lost.wait(reactor, 5.0)
                 return
-            if await client.lost.wait(reactor, wait_cut):
-                tally.cut((client.closed_at or sent) - sent, client)
-            else:
-                tally.not_cut += 1
+            await cut_within(tally, reactor, client, sent, wait_cut)
         finally:
             client.abort()
 
@@ -944,10 +991,7 @@ async def deflate_bomb(
     tally = Tally("deflate", locals_params(locals()))
     servent = DeflateAttacker()
     tally.attackers = 1
-    try:
-        await connect_attacker(reactor, host, port, servent)
-    except Exception as error:
-        tally.error(f"handshake: {type(error).__name__}: {error}")
+    if not await tallied_connect(tally, reactor, host, port, servent):
         return tally.result()
     if not servent.connection.deflate_out:
         tally.error("the router did not accept a deflated stream from us")
@@ -961,12 +1005,7 @@ async def deflate_bomb(
         writes += 1
         compressed += len(data)
         await servent.lost.wait(reactor, interval)
-    if servent.lost.is_set and servent.lost.at is not None:
-        tally.cut(servent.lost.at - started, servent)
-    else:
-        tally.not_cut = 1
-        transport.abortConnection()
-        await servent.lost.wait(reactor, 5.0)
+    await cut_or_abort(tally, reactor, started, servent.lost, servent, transport.abortConnection)
     tally.extra.update(
         {
             "writes": writes,
@@ -1007,10 +1046,7 @@ async def qrp_bomb(
     wire = qrp_bomb_messages(slots)
     servent = DeflateAttacker(ultrapeer=False)
     tally.attackers = 1
-    try:
-        await connect_attacker(reactor, host, port, servent)
-    except Exception as error:
-        tally.error(f"handshake: {type(error).__name__}: {error}")
+    if not await tallied_connect(tally, reactor, host, port, servent):
         return tally.result()
     started = time.monotonic()
     sent = 0
@@ -1026,12 +1062,7 @@ async def qrp_bomb(
     if not servent.lost.is_set:
         # Give the router the time to get through what it has been sent.
         await servent.lost.wait(reactor, 2.0)
-    if servent.lost.is_set and servent.lost.at is not None:
-        tally.cut(servent.lost.at - started, servent)
-    else:
-        tally.not_cut = 1
-        transport.abortConnection()
-        await servent.lost.wait(reactor, 5.0)
+    await cut_or_abort(tally, reactor, started, servent.lost, servent, transport.abortConnection)
     tally.extra.update({"rounds_sent": sent, "bytes_per_round": len(wire)})
     return tally.result()
 
@@ -1061,10 +1092,8 @@ async def ping_flood(
     takes them: at most `max_pings`, for at most `duration` s."""
     tally = Tally("ping-flood", locals_params(locals()))
     tally.attackers = 1
-    try:
-        client = await raw_handshake(reactor, host, port, timeout=5.0)
-    except Exception as error:
-        tally.error(f"connect: {type(error).__name__}: {error}")
+    client = await tallied_handshake(tally, reactor, host, port)
+    if client is None:
         return tally.result()
     if client.status != 200:
         tally.refusal(client.status)
@@ -1085,12 +1114,7 @@ async def ping_flood(
         await sleep(reactor, 0)
     if not client.lost.is_set:
         await client.lost.wait(reactor, 2.0)
-    if client.lost.is_set and client.closed_at is not None:
-        tally.cut(client.closed_at - started, client)
-    else:
-        tally.not_cut = 1
-        client.abort()
-        await client.lost.wait(reactor, 5.0)
+    await cut_or_abort(tally, reactor, started, client.lost, client, client.abort)
     tally.extra.update(
         {
             "pings_sent": sent,
@@ -1154,10 +1178,7 @@ async def non_reader(
         tally.error(f"handshake: {type(error).__name__}: {error}")
         return tally.result()
     feeder = ServentProtocol(keep_inbox=False)
-    try:
-        await connect_attacker(reactor, host, port, feeder)
-    except Exception as error:
-        tally.error(f"feeder: {type(error).__name__}: {error}")
+    await tallied_connect(tally, reactor, host, port, feeder, what="feeder")
     started = time.monotonic()
     cut = Flag()
     pings = queries = 0
@@ -1233,10 +1254,8 @@ async def bye_in_final_segment(
 
     async def one(index: int) -> None:
         tally.attackers += 1
-        try:
-            client = await raw_handshake(reactor, host, port, timeout=5.0)
-        except Exception as error:
-            tally.error(f"connect: {type(error).__name__}: {error}")
+        client = await tallied_handshake(tally, reactor, host, port)
+        if client is None:
             return
         try:
             if client.status != 200:
@@ -1244,10 +1263,7 @@ async def bye_in_final_segment(
                 return
             sent = time.monotonic()
             client.write(FINAL_OK + GARBAGE[index % len(GARBAGE)])
-            if await client.lost.wait(reactor, wait_cut):
-                tally.cut((client.closed_at or sent) - sent, client)
-            else:
-                tally.not_cut += 1
+            await cut_within(tally, reactor, client, sent, wait_cut)
         finally:
             client.abort()
 

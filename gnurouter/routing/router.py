@@ -640,15 +640,22 @@ class Router:
             return _drop("no-route")
         if target == LOCAL:
             return Decision("consumed", "reply-to-us")
+        unroutable = self._unroutable(source, target, message)
+        if unroutable is not None:
+            return unroutable
+        return Decision(
+            "routed", sends=[(message.forwarded(message.ttl - 1, message.hops + 1), [target])]
+        )
+
+    def _unroutable(self, source: int, target: int, message: Message) -> Decision | None:
+        """The drop for a reply or push whose route leads nowhere useful, else None."""
         if target == source:
             return _drop("reply-to-sender")
         if target not in self._peers:
             return _drop("route-gone")
         if message.ttl <= 1:
             return _drop("ttl-expired")
-        return Decision(
-            "routed", sends=[(message.forwarded(message.ttl - 1, message.hops + 1), [target])]
-        )
+        return None
 
     def _route_pong(self, source: int, message: Message, body: object) -> Decision:
         pong = body if isinstance(body, Pong) else message.body()
@@ -686,12 +693,9 @@ class Router:
             return _drop("no-push-route")
         if not self.seen.add_if_new((message.guid, PUSH), source, now):
             return _drop("duplicate")
-        if target == source:
-            return _drop("reply-to-sender")
-        if target not in self._peers:
-            return _drop("route-gone")
-        if message.ttl <= 1:
-            return _drop("ttl-expired")
+        unroutable = self._unroutable(source, target, message)
+        if unroutable is not None:
+            return unroutable
         ttl, hops = self._next_ttl(message)
         if ttl <= 0:
             return _drop("ttl-expired")

@@ -14,6 +14,7 @@ from zope.interface import implementer
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.mesh.handshaking import HandshakePool
 from gnurouter.mesh.peers import Peer
+from gnurouter.ops.lograte import OncePerInterval
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.handshake import Role
 from gnurouter.seda.stage import Sink
@@ -207,7 +208,7 @@ class GnutellaFactory(protocol.Factory):
     ) -> None:
         self.clock = clock
         self.handshakes = handshakes
-        self._displacements_logged: dict[str, float] = {}
+        self._displacement_logging = OncePerInterval(DISPLACEMENT_LOG_INTERVAL)
         self.close_timeout: float = CLOSE_TIMEOUT
         self.reader = reader
         self.connection = connection
@@ -226,12 +227,7 @@ class GnutellaFactory(protocol.Factory):
             # A flood displaces many: the log names each address once a minute
             # at most; the pool counts every one.
             host = stalled.address[0]
-            now = self.clock.seconds()
-            last = self._displacements_logged.get(host, -DISPLACEMENT_LOG_INTERVAL)
-            if now - last >= DISPLACEMENT_LOG_INTERVAL:
-                if len(self._displacements_logged) >= 1024:
-                    self._displacements_logged.clear()
-                self._displacements_logged[host] = now
+            if self._displacement_logging.allow(host, self.clock.seconds()):
                 log.warning(
                     "peer %s: handshake closed to make room for newer ones "
                     "(%s has too many open, or all handshake places are taken)",

@@ -50,6 +50,7 @@ from twisted.web.http_headers import Headers
 
 from gnurouter.config import is_loopback
 from gnurouter.ops import prometheus
+from gnurouter.ops.lograte import OncePerInterval
 from gnurouter.seda.tuning import ControlError, shown
 
 if TYPE_CHECKING:
@@ -202,22 +203,12 @@ class Refusals:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self._logging = OncePerInterval(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_CLIENTS)
 
     def record(self, client: str, refusal: Refusal) -> None:
         self.counts[refusal.reason] = self.counts.get(refusal.reason, 0) + 1
-        now = time.monotonic()
-        key = (client, refusal.reason)
-        if now - self._last_logged.get(key, -math.inf) < REFUSAL_LOG_INTERVAL:
+        if not self._logging.allow((client, refusal.reason), time.monotonic()):
             return
-        if len(self._last_logged) >= REFUSAL_LOG_CLIENTS:
-            self._last_logged = {
-                k: t for k, t in self._last_logged.items() if now - t < REFUSAL_LOG_INTERVAL
-            }
-            if len(self._last_logged) >= REFUSAL_LOG_CLIENTS:
-                # All recent: forgetting them costs at most some extra log lines.
-                self._last_logged.clear()
-        self._last_logged[key] = now
         log.warning(
             "control request from %s refused (%s): %s", client, refusal.reason, refusal.message
         )

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gnurouter.conditioning.clogged import PeerOutputQueue
 from gnurouter.protocol.connection import PeerConnection
-from gnurouter.routing.tables import TokenBucket
+from gnurouter.routing.tables import RefusalWindow, TokenBucket
 
 
 class PeerLink(Protocol):
@@ -150,19 +150,21 @@ class Peer:
 class ControlBudget:
     """One link's control messages: a token bucket, and what it refused lately."""
 
-    __slots__ = ("bucket", "refused", "refused_since")
+    __slots__ = ("bucket", "refusals")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.bucket = TokenBucket(rate, burst, now)
-        self.refused = 0
-        self.refused_since = now
+        self.refusals = RefusalWindow()
+
+    @property
+    def refused(self) -> int:
+        """Refusals in the current window."""
+        return self.refusals.count
 
     def take(self, now: float) -> bool:
         if self.bucket.take(now):
             return True
-        if now - self.refused_since > CONTROL_FLOOD_WINDOW:
-            self.refused, self.refused_since = 0, now
-        self.refused += 1
+        self.refusals.refuse(now, CONTROL_FLOOD_WINDOW)
         return False
 
 

@@ -14,6 +14,7 @@ from gnurouter.protocol.qrp import (
 )
 from gnurouter.routing.decisions import Decision
 from gnurouter.routing.roles import LEAF
+from gnurouter.routing.tables import RefusalWindow
 
 #: Hops-Flow value meaning "no limit" (the byte on the wire tops out at 255).
 NO_HOPS_FLOW = 256
@@ -32,7 +33,6 @@ class PeerRouting:
         "id",
         "messages_supported_sent",
         "ping_refusals",
-        "ping_refusals_since",
         "qrp",
         "qrp_updates_sent",
         "queries_sent",
@@ -59,8 +59,7 @@ class PeerRouting:
         #: dropped without another close.
         self.closing = False
         #: Pings refused by the rate limit in the current flood window.
-        self.ping_refusals = 0
-        self.ping_refusals_since = float("-inf")
+        self.ping_refusals = RefusalWindow()
         #: Whether the peer said it speaks vendor messages (Vendor-Message header).
         self.vendor_messages_enabled = vendor_messages
         #: Whether it exchanges route tables between ultrapeers (X-Ultrapeer-Query-Routing).
@@ -117,7 +116,7 @@ class PeerRouting:
                 else None
             ),
             "qrp_updates_sent": self.qrp_updates_sent,
-            "ping_refusals": self.ping_refusals,
+            "ping_refusals": self.ping_refusals.count,
         }
 
 

@@ -620,17 +620,14 @@ class Router:
         if info is None or info.closing:
             return _drop("ping-rate")
         rules = self.rules
-        if now - info.ping_refusals_since > rules.ping_flood_window:
-            info.ping_refusals_since = now
-            info.ping_refusals = 0
-        info.ping_refusals += 1
-        if info.ping_refusals <= rules.ping_flood_refusals or not rules.ping_flood_refusals:
+        refused = info.ping_refusals.refuse(now, rules.ping_flood_window)
+        if refused <= rules.ping_flood_refusals or not rules.ping_flood_refusals:
             return _drop("ping-rate")
         return self._cut_off(
             info,
             "ping-flood",
             FLOOD_BYE_CODE,
-            f"Ping flood: {info.ping_refusals} pings over the rate limit "
+            f"Ping flood: {refused} pings over the rate limit "
             f"({rules.ping_rate_per_peer:g}/s) within {rules.ping_flood_window:g}s",
         )
 

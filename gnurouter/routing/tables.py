@@ -213,6 +213,27 @@ class PongCache:
         return chosen
 
 
+class RefusalWindow:
+    """How many refusals a peer earned in the current window.
+
+    A budget (`TokenBucket`) refuses what is over it; a peer that keeps being
+    refused for a whole window is flooding, and is cut off by the caller.
+    """
+
+    __slots__ = ("count", "since")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = float("-inf")
+
+    def refuse(self, now: float, window: float) -> int:
+        """Count one refusal at `now`; returns the count in the window of `window` seconds."""
+        if now - self.since > window:
+            self.since, self.count = now, 0
+        self.count += 1
+        return self.count
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate

@@ -169,7 +169,7 @@ class ParserHandler:
                         counters.messages_in += 1
                         arrive(MessageArrived(peer, event, None))
                         continue
-                self._message(peer, event)
+                self._message(peer, event, now)
             elif isinstance(event, ConnectRequest):
                 self._request(peer, event)
             elif isinstance(event, ConnectResponse):
@@ -198,7 +198,7 @@ class ParserHandler:
         log.warning("peer %s: protocol error, disconnecting: %s", peer.label, error)
         self._close(peer, error.bye_code, str(error))
 
-    def _message(self, peer: Peer, message: Message) -> None:
+    def _message(self, peer: Peer, message: Message, now: float) -> None:
         counters = peer.counters
         counters.messages_in += 1
         if self.control_rate and message_class(message) == CONTROL:
@@ -206,7 +206,6 @@ class ParserHandler:
             # link's burst of them could crowd every other link's queries out
             # of its queue: each link gets a budget here, before the queue.
             budget = peer.control_budget
-            now = time.monotonic()
             if budget is None:
                 budget = peer.control_budget = ControlBudget(
                     self.control_rate, self.control_burst, now

@@ -16,7 +16,7 @@ from gnurouter.stages.catcher import CatcherHandler
 from gnurouter.stages.router import RouterHandler
 
 if TYPE_CHECKING:
-    from gnurouter.edge.service import RouterService
+    from gnurouter.ops.view import RouterView
 
 
 def attribute_parameter(
@@ -33,7 +33,7 @@ def attribute_parameter(
     )
 
 
-def register_parameters(router: RouterService, control: ControlAPI) -> None:
+def register_parameters(router: RouterView, control: ControlAPI) -> None:
     """Every live-tunable parameter of a router, registered with its control API."""
     router = router
     control_params: list[Parameter] = []
@@ -140,7 +140,7 @@ def register_parameters(router: RouterService, control: ControlAPI) -> None:
     router.conditioning.register(control)
 
 
-def _live_network_parameters(router: RouterService, catcher: CatcherHandler) -> list[Parameter]:
+def _live_network_parameters(router: RouterView, catcher: CatcherHandler) -> list[Parameter]:
     """Slot limits, QRP and bootstrap switches (see gnurouter/mesh/handshaking.py)."""
     policy = router.policy
 
@@ -200,7 +200,7 @@ def _live_network_parameters(router: RouterService, catcher: CatcherHandler) -> 
 
 
 def _rule_parameter(
-    router: RouterService, field_name: str, kind: str, low: float, high: float
+    router: RouterView, field_name: str, kind: str, low: float, high: float
 ) -> Parameter:
     return Parameter(
         f"router.{field_name}",
@@ -212,7 +212,7 @@ def _rule_parameter(
     )
 
 
-def _set_rule(router: RouterService, field_name: str, value: Any) -> None:
+def _set_rule(router: RouterView, field_name: str, value: Any) -> None:
     router_handler = router.stages["router"].handler
     assert isinstance(router_handler, RouterHandler)
     rules = dataclasses.replace(router.routing.rules, **{field_name: value})

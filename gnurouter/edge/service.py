@@ -28,7 +28,7 @@ from gnurouter.mesh.handshaking import HandshakePolicy, HandshakePool
 from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import Peer, PeerState, PeerTable
 from gnurouter.ops.controlweb import control_site
-from gnurouter.ops.metrics import MetricsSampler, router_counters, snapshot, stage_counters
+from gnurouter.ops.metrics import router_counters, snapshot, stage_counters
 from gnurouter.ops.packetlog import PacketLog
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.deflate import DEFAULT_INFLATE_LIMITS
@@ -38,6 +38,7 @@ from gnurouter.routing.decisions import RoutingRules
 from gnurouter.routing.router import Router
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import HANDLER_ERROR, Stage
+from gnurouter.seda.stats import MetricsSampler
 from gnurouter.seda.tuning import ControlAPI
 from gnurouter.stages.events import ClosePeer, ConnectFailed, HostsLearned, Tick
 from gnurouter.stages.router import router_class

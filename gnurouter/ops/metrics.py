@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from gnurouter.conditioning.thresholds import threshold_of
 from gnurouter.graph import describe as describe_graph
 from gnurouter.seda.stage import SomeStage
-from gnurouter.seda.stats import RateMeter
+from gnurouter.seda.stats import MetricsSampler
 
 if TYPE_CHECKING:
     from gnurouter.ops.view import RouterView
@@ -22,23 +22,6 @@ if TYPE_CHECKING:
 
 def _ms(summary: dict[str, float]) -> dict[str, float]:
     return {key: round(value * 1000.0, 3) for key, value in summary.items()}
-
-
-class MetricsSampler:
-    """Turns cumulative counters into per-second rates, once per tick."""
-
-    def __init__(self) -> None:
-        self._meters: dict[str, RateMeter] = {}
-        self.rates: dict[str, float] = {}
-
-    def update(self, values: dict[str, float], now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        for name, value in values.items():
-            meter = self._meters.setdefault(name, RateMeter())
-            self.rates[name] = meter.update(value, now)
-
-    def rate(self, name: str) -> float:
-        return round(self.rates.get(name, 0.0), 3)
 
 
 def stage_counters(stage: SomeStage) -> dict[str, float]:

@@ -24,7 +24,7 @@ from gnurouter.seda.tuning import ControlAPI
 
 if TYPE_CHECKING:
     # metrics reads a RouterView: imported for checking only, or the two would circle.
-    from gnurouter.ops.metrics import MetricsSampler
+    from gnurouter.seda.stats import MetricsSampler
 
 
 class RouterView(Protocol):

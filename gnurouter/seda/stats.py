@@ -121,3 +121,20 @@ class RateMeter:
         self._last_value = value
         self._last_time = now
         return self.rate
+
+
+class MetricsSampler:
+    """Turns cumulative counters into per-second rates, once per tick."""
+
+    def __init__(self) -> None:
+        self._meters: dict[str, RateMeter] = {}
+        self.rates: dict[str, float] = {}
+
+    def update(self, values: dict[str, float], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for name, value in values.items():
+            meter = self._meters.setdefault(name, RateMeter())
+            self.rates[name] = meter.update(value, now)
+
+    def rate(self, name: str) -> float:
+        return round(self.rates.get(name, 0.0), 3)

@@ -35,6 +35,9 @@ POLICIES = (
 DEFAULT_POLICIES = frozenset(
     {"priority", "threshold", "clogged", "query-filter", "governor", "codel"}
 )
+#: Which query the query filter sheds when one must: the one that has travelled
+#: furthest (its sender is furthest away and likely has other paths), the
+#: oldest (least likely to still matter), or the newcomer (plain drop-tail).
 SHED_ORDERS = ("highest-hops", "oldest", "newest")
 
 
@@ -121,112 +124,430 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
+#: Kinds whose values are numbers with a range.
+NUMERIC_KINDS = ("int", "float", "duration")
 
-    def check(self, name: str, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the shortest spelling `parse_duration` reads back: 0.02 -> '20ms'."""
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if seconds == 0:
+        return "0s"
+    milliseconds = seconds * 1000.0
+    return f"{milliseconds:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one option may hold, declared once beside its default.
+
+    The config file, the command line (its options and their help are made
+    from these) and the control API (its ranges and words) all read this one
+    declaration, so a range or a default can never differ between them.
+    """
+
+    kind: str  # a NUMERIC_KIND, or bool, choice, str, path, address, addresses, urls, table
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    #: The command-line spelling when it is not --the-name (e.g. --no-deflate), or
+    #: None with `on_command_line` False for file-only tables.
+    flag: str | None = None
+    #: What a negating `flag` does, when `help` describes the setting itself.
+    flag_help: str = ""
+    on_command_line: bool = True
+
+    def bounds(self) -> str:
+        if self.kind == "duration":
+            return f"{format_duration(self.low or 0.0)}..{format_duration(self.high or 0.0)}"
+        return f"{_number(self.low)}..{_number(self.high)}"
+
+    def check(self, name: str, value: object) -> None:
+        """Raise ConfigError unless `value` (already of the setting's type) is allowed."""
+        if value is None and self.nullable:
+            return
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ConfigError(
+                    f"{name}: expected one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return
+        if self.kind not in NUMERIC_KINDS:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(
-                f"{name}: expected an integer in {self.low}..{self.high}, got {value!r}"
+                f"{name}: expected {_ARTICLE[self.kind]} in {self.bounds()}, got {value!r}"
             )
+        if self.kind == "int" and not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer in {self.bounds()}, got {value!r}")
+        # `not low <= x <= high` is also true for NaN, which compares false with everything.
+        assert self.low is not None and self.high is not None
         if not self.low <= value <= self.high:
-            raise ConfigError(
-                f"{name}: {value} is outside the allowed range {self.low}..{self.high}"
-            )
-        return value
+            shown = format_duration(value) if self.kind == "duration" and value >= 0 else value
+            raise ConfigError(f"{name}: {shown} is outside the allowed range {self.bounds()}")
+
+    def from_text(self, name: str, text: str) -> object:
+        """A command-line word as the config file would hold it (numbers parsed, strictly)."""
+        if self.nullable and text.strip().lower() in ("none", "null"):
+            return None
+        if self.kind == "int":
+            number = parse_int(text.strip(), -(1 << 62), 1 << 62)
+            if number is None:
+                raise ConfigError(f"{name}: expected an integer in {self.bounds()}, got {text!r}")
+            return number
+        if self.kind == "float":
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{name}: expected a number, got {text!r}") from None
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}: expected a finite number, got {text!r}")
+            return value
+        return text
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+_ARTICLE = {"int": "an integer", "float": "a number", "duration": "a duration"}
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = None, **declaration: Any) -> Any:
+    """A RouterConfig field with its `Setting` (see there) in the field's metadata."""
+    metadata = {"setting": Setting(**declaration)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _count(low: int, high: int, help: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": "int", "low": low, "high": high, "help": help, **extra}
+
+
+def _seconds(low: float, high: float, help: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": "duration", "low": low, "high": high, "help": help, **extra}
+
+
+#: The QRP table sizes a neighbour may be allowed: powers of two, 8192..2^24.
+QRP_TABLE_SIZES = tuple(1 << bits for bits in range(13, 25))
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PING_MODES = ("cache", "flood")
+STAGES = ("reader", "parser", "router", "connection", "catcher")
+# A stage threshold from the config file: the same range as the control API's
+# stage.NAME.threshold parameters.
+STAGE_THRESHOLD = Setting(
+    "int", "queue length above which new events are refused", 1, 10_000_000, nullable=True
+)
 
 
 @dataclass
 class RouterConfig:
-    listen: tuple[str, int] = ("127.0.0.1", 6346)
-    peers: list[tuple[str, int]] = field(default_factory=list)
-    max_peers: int = 62  # every neighbour, of any role
-    max_ultrapeers: int = 32  # ultrapeer (and legacy) neighbours; also our X-Degree
-    max_leaves: int = 30
-    target_peers: int = 8  # ultrapeer links the catcher keeps up (connecting out)
-    accept_legacy_peers: bool = True  # servents that send no X-Ultrapeer (0.4, early 0.6)
-    hosts_file: str | None = None
-    hosts_save_interval: float = 300.0
-    bootstrap: list[str] = field(default_factory=list)  # GWebCache URLs
-    bootstrap_enabled: bool = True  # --no-bootstrap: never any HTTP request
-    user_agent: str = "gnurouter/0.1"
-    ultrapeer: bool = True
-    deflate: bool = True
-    flood_tableless_leaves: bool = True
-    qrp_update_interval: float = 300.0
+    """Every option of a router: its default, and (in `Setting`) its range and words."""
+
+    listen: tuple[str, int] = setting(
+        ("127.0.0.1", 6346), kind="address", help="address to accept peers on"
+    )
+    peers: list[tuple[str, int]] = setting(
+        factory=list,
+        kind="addresses",
+        flag="--peer",
+        help="a servent to stay connected to (repeatable)",
+    )
+    max_peers: int = setting(62, **_count(1, 10_000, "most neighbours at once, of any role"))
+    max_ultrapeers: int = setting(
+        32,
+        **_count(
+            0,
+            10_000,
+            "ultrapeer (and old-style) slots; also the X-Degree new handshakes advertise",
+        ),
+    )
+    max_leaves: int = setting(30, **_count(0, 10_000, "leaf slots"))
+    target_peers: int = setting(
+        8, **_count(0, 10_000, "ultrapeer links the catcher keeps up (connecting out as needed)")
+    )
+    accept_legacy_peers: bool = setting(
+        True,
+        kind="bool",
+        flag="--refuse-legacy-peers",
+        help="accept servents that send no X-Ultrapeer header (as ultrapeers)",
+        flag_help="refuse servents that send no X-Ultrapeer header (accepted as ultrapeers "
+        "by default)",
+    )
+    hosts_file: str | None = setting(
+        None,
+        kind="path",
+        nullable=True,
+        help="host cache file (HOST:PORT [key=value...] per line): loaded at start, "
+        "saved every --hosts-save-interval and on exit",
+    )
+    hosts_save_interval: float = setting(300.0, **_seconds(1.0, 86_400.0, "host cache saves"))
+    bootstrap: list[str] = setting(
+        factory=list,
+        kind="urls",
+        help="a GWebCache to ask for hosts when the host cache runs dry (repeatable)",
+    )
+    bootstrap_enabled: bool = setting(
+        True,
+        kind="bool",
+        flag="--no-bootstrap",
+        help="ask GWebCaches for hosts when the host cache runs dry",
+        flag_help="never ask GWebCaches (no HTTP request at all): for closed networks",
+    )
+    user_agent: str = setting("gnurouter/0.1", kind="str", help="User-Agent header value")
+    ultrapeer: bool = setting(True, kind="bool", help="act as an ultrapeer (leaves may connect)")
+    deflate: bool = setting(
+        True,
+        kind="bool",
+        flag="--no-deflate",
+        help="offer and accept deflate-compressed links",
+        flag_help="refuse deflate links",
+    )
+    flood_tableless_leaves: bool = setting(
+        True,
+        kind="bool",
+        help="a leaf without a QRP table yet gets every query (else none until it sends one)",
+    )
+    qrp_update_interval: float = setting(
+        300.0, **_seconds(1.0, 86_400.0, "least time between QRP updates to one ultrapeer")
+    )
     # Routing
-    max_ttl: int = 7
-    route_ttl: float = 600.0
-    route_table_max: int = 200_000
-    route_cleanup_interval: float = 10.0
-    ping_mode: str = "cache"
-    ping_refresh_interval: float = 5.0
-    pong_cache_size: int = 50
-    pongs_per_ping: int = 10
-    ping_rate_per_peer: float = 1.0
-    ping_burst_per_peer: int = 5
+    max_ttl: int = setting(7, **_count(1, 15, "clamp hops+TTL of relayed messages to this"))
+    route_ttl: float = setting(600.0, **_seconds(1.0, 86_400.0, "how long routes live"))
+    route_table_max: int = setting(200_000, **_count(16, 10_000_000, "most routes kept"))
+    route_cleanup_interval: float = setting(
+        10.0, **_seconds(0.1, 3600.0, "how often expired routes are swept")
+    )
+    ping_mode: str = setting(
+        "cache",
+        kind="choice",
+        choices=PING_MODES,
+        help="answer pings from the pong cache, or flood them like the original",
+    )
+    ping_refresh_interval: float = setting(
+        5.0, **_seconds(0.1, 3600.0, "how often the pong cache pings its neighbours")
+    )
+    pong_cache_size: int = setting(50, **_count(0, 10_000, "pongs the pong cache keeps"))
+    pongs_per_ping: int = setting(10, **_count(0, 1000, "cached pongs sent back per ping"))
+    ping_rate_per_peer: float = setting(
+        1.0,
+        kind="float",
+        low=0.001,
+        high=1_000_000.0,
+        help="pings per second one peer may have answered or relayed",
+    )
+    ping_burst_per_peer: int = setting(
+        5, **_count(1, 1_000_000, "pings one peer may send at once above that rate")
+    )
     # Hostile peers (reasons in docs/security.md and the named classes).
-    ping_flood_refusals: int = 1000  # refused pings in ping_flood_window that cut a peer off
+    ping_flood_refusals: int = setting(
+        1000,
+        **_count(
+            0,
+            100_000_000,
+            "refused pings within --ping-flood-window that cut a peer off; 0 = never",
+        ),
+    )
+    ping_flood_window: float = setting(
+        10.0, **_seconds(0.1, 3600.0, "the window --ping-flood-refusals counts in")
+    )
     # Control messages (never displaced at the router stage) per link: a
     # token bucket in the parser; past twice the burst refused, Bye 400.
-    control_rate_per_peer: float = 1000.0  # 0 = unbounded
-    control_burst_per_peer: int = 500
-    ping_flood_window: float = 10.0
-    route_share_max: float = 0.25  # of a full route table, per peer (RouteTable)
+    control_rate_per_peer: float = setting(
+        1000.0,
+        kind="float",
+        low=0.0,
+        high=10_000_000.0,
+        help="control messages (pongs, hops-0 pings, QRP, vendor, Bye) per second a link "
+        "may send; 0 = unbounded",
+    )
+    control_burst_per_peer: int = setting(
+        500, **_count(1, 10_000_000, "control messages a link may send at once above that rate")
+    )
+    route_share_max: float = setting(
+        0.25,
+        kind="float",
+        low=0.01,
+        high=1.0,
+        help="largest share of a full route table one peer may own (see RouteTable)",
+    )
     # The protocol's limits own these defaults (reasons there).
-    qrp_max_slots: int = DEFAULT_QRP_LIMITS.max_slots
-    inflate_max_ratio: float = DEFAULT_INFLATE_LIMITS.max_ratio  # inflated / compressed
-    inflate_max_rate: int = int(DEFAULT_INFLATE_LIMITS.max_rate)  # inflated bytes/s per link
-    max_malformed_per_peer: int = 50
-    keepalive_interval: float = 30.0
-    handshake_timeout: float = 20.0
+    qrp_max_slots: int = setting(
+        DEFAULT_QRP_LIMITS.max_slots,
+        **_count(
+            QRP_TABLE_SIZES[0],
+            QRP_TABLE_SIZES[-1],
+            "largest QRP table a neighbour may send, in slots (a power of two)",
+        ),
+    )
+    inflate_max_ratio: float = setting(
+        DEFAULT_INFLATE_LIMITS.max_ratio,
+        kind="float",
+        low=1.0,
+        high=100_000.0,
+        help="most inflated bytes per compressed byte on a deflate link",
+    )
+    inflate_max_rate: int = setting(
+        int(DEFAULT_INFLATE_LIMITS.max_rate),
+        **_count(1024 * 1024, 1 << 34, "most inflated bytes per second on one link"),
+    )
+    max_malformed_per_peer: int = setting(
+        50, **_count(1, 1_000_000, "malformed messages after which a peer is cut off")
+    )
+    keepalive_interval: float = setting(30.0, **_seconds(1.0, 3600.0, "ping neighbours this often"))
+    handshake_timeout: float = setting(
+        20.0,
+        **_seconds(0.1, 600.0, "close a socket that has not finished its handshake by then"),
+    )
     # Sockets still shaking hands: a pool of their own, never peer slots.
-    max_handshakes: int = 256
-    max_handshakes_per_address: int = 16
-    # A neighbour whose socket takes nothing for this long is closed (Bye 405),
-    # as gtk-gnutella does after node_tx_flowc_timeout (60 s).
-    flow_control_timeout: float = 60.0
+    max_handshakes: int = setting(
+        256, **_count(1, 100_000, "incoming sockets shaking hands at once, apart from peer slots")
+    )
+    max_handshakes_per_address: int = setting(
+        16, **_count(1, 100_000, "of those, from any one IP address")
+    )
+    # As gtk-gnutella does after node_tx_flowc_timeout (60 s).
+    flow_control_timeout: float = setting(
+        60.0,
+        **_seconds(
+            1.0, 3600.0, "close (Bye 405) a neighbour whose socket has taken nothing this long"
+        ),
+    )
     # Stages
-    query_delay: float = 0.0
-    router_threads: int = 1
-    batch_size: int = 64
-    reader_pause_length: int = 2000
-    conditioning: str = "default"
-    stage_thresholds: dict[str, int | None] = field(default_factory=dict)
-    peer_output_max_bytes: int = 256 * 1024
-    peer_output_max_messages: int = 2000
-    query_max_queued: int | None = 200
-    query_rate: float | None = None
-    query_shed_order: str = "highest-hops"
-    governor_interval: float = 2.0
-    governor_add_threshold: int = 100
-    governor_max_threads: int = 10
+    query_delay: float = setting(
+        0.0,
+        **_seconds(
+            0.0,
+            10.0,
+            "block the router stage this long per query, e.g. 20ms "
+            "(the SEDA experiment's bottleneck)",
+        ),
+    )
+    router_threads: int = setting(1, **_count(1, 64, "threads of the router stage"))
+    batch_size: int = setting(64, **_count(1, 10_000, "events handed to a handler per call"))
+    reader_pause_length: int = setting(
+        2000, **_count(1, 10_000_000, "reader/parser backlog at which sockets stop being read")
+    )
+    conditioning: str = setting(
+        "default",
+        kind="policies",
+        help="load-conditioning policies: 'default' (priority,threshold,clogged,query-filter,"
+        "governor,codel), 'none' (one thread, unbounded FIFO queues: the original's "
+        "collapse), 'all', or a comma-separated list of " + ", ".join(POLICIES),
+    )
+    stage_thresholds: dict[str, int | None] = setting(
+        factory=dict,
+        kind="table",
+        on_command_line=False,
+        help="refusal threshold per stage ([router.stage_thresholds] table; 0 = unbounded)",
+    )
+    peer_output_max_bytes: int = setting(
+        256 * 1024, **_count(1024, 1 << 30, "bytes a clogged peer may have queued")
+    )
+    peer_output_max_messages: int = setting(
+        2000, **_count(1, 1_000_000, "messages a clogged peer may have queued")
+    )
+    query_max_queued: int | None = setting(
+        200,
+        **_count(
+            1, 10_000_000, "query filter: queries that may wait at the router stage", nullable=True
+        ),
+    )
+    query_rate: float | None = setting(
+        None,
+        kind="float",
+        low=0.1,
+        high=1_000_000.0,
+        nullable=True,
+        help="query filter: queries admitted per second (none: no rate limit)",
+    )
+    query_shed_order: str = setting(
+        "highest-hops",
+        kind="choice",
+        choices=SHED_ORDERS,
+        help="query filter: which query is shed first when the queue is full",
+    )
+    governor_interval: float = setting(
+        2.0, **_seconds(0.1, 60.0, "thread governor sampling period")
+    )
+    governor_add_threshold: int = setting(
+        100, **_count(1, 10_000_000, "router queue length at which the governor adds a thread")
+    )
+    governor_max_threads: int = setting(
+        10, **_count(1, 64, "most threads the governor gives the router stage")
+    )
     # Three: a burst of ten messages at a 15% query share brings three or
     # fewer queries 95% of the time, and each gets a thread of its own.
-    governor_min_threads: int = 3
-    codel_target: float = 0.005
-    codel_interval: float = 0.100
-    response_target: float = 0.100
+    governor_min_threads: int = setting(
+        3, **_count(1, 64, "fewest threads the governor leaves the router stage")
+    )
+    codel_target: float = setting(
+        0.005, **_seconds(0.0001, 10.0, "CoDel: acceptable standing queueing delay")
+    )
+    codel_interval: float = setting(
+        0.100,
+        **_seconds(0.001, 60.0, "CoDel: how long delay may stay above target before dropping"),
+    )
+    response_target: float = setting(
+        0.100, **_seconds(0.001, 60.0, "response-time controller: query response-time target")
+    )
     # Packet log
-    packet_log: str | None = None
-    packet_log_max_bytes: int = 10 * 1024 * 1024
-    packet_log_backups: int = 5
+    packet_log: str | None = setting(
+        None, kind="path", nullable=True, help="write the packet log here (rotating)"
+    )
+    packet_log_max_bytes: int = setting(
+        10 * 1024 * 1024, **_count(4096, 1 << 40, "rotate the packet log at this size")
+    )
+    packet_log_backups: int = setting(5, **_count(0, 1000, "rotated packet logs kept"))
     # Trace recording: every message received, with connection events (gnurouter.traces)
-    record: str | None = None
+    record: str | None = setting(
+        None,
+        kind="path",
+        nullable=True,
+        help="record every message the router receives, with connection opens and closes, "
+        "to this trace file (.gz: gzipped); bounded memory, never blocks routing",
+    )
     # Protocol limits
-    payload_limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS
+    payload_limits: PayloadLimits = setting(
+        DEFAULT_PAYLOAD_LIMITS,
+        kind="table",
+        on_command_line=False,
+        help="largest payload per message type ([router.payload_limits] table, bytes)",
+    )
     # Control and observation
-    control_listen: tuple[str, int] | None = None
-    control_token: str | None = None  # Bearer token the control endpoint requires
-    log_level: str = "info"
+    control_listen: tuple[str, int] | None = setting(
+        None,
+        kind="address",
+        nullable=True,
+        flag="--control",
+        help="serve metrics and the control API (HTTP+JSON) here, e.g. 127.0.0.1:6347",
+    )
+    control_token: str | None = setting(
+        None,
+        kind="str",
+        nullable=True,
+        help="require 'Authorization: Bearer TOKEN' on the control endpoint "
+        "(prefer the GNUROUTER_CONTROL_TOKEN environment variable: arguments show in ps)",
+    )
+    log_level: str = setting(
+        "info", kind="choice", choices=LOG_LEVELS, help="least severity of log lines shown"
+    )
+
+    @staticmethod
+    def setting(name: str) -> Setting:
+        """The declaration of option `name` (KeyError for an unknown one)."""
+        return _SETTINGS[name]
 
     def validate(self) -> RouterConfig:
-        IntRange(1, 10_000).check("max_peers", self.max_peers)
-        IntRange(0, 10_000).check("max_ultrapeers", self.max_ultrapeers)
-        IntRange(0, 10_000).check("max_leaves", self.max_leaves)
-        IntRange(0, 10_000).check("target_peers", self.target_peers)
+        for name, declared in _SETTINGS.items():
+            declared.check(name, getattr(self, name))
         if self.target_peers > self.max_peers:
             raise ConfigError(
                 f"target_peers ({self.target_peers}) cannot exceed max_peers ({self.max_peers})"
@@ -239,93 +560,15 @@ class RouterConfig:
         for url in self.bootstrap:
             if not re.match(r"^https?://[^/\s]+", url):
                 raise ConfigError(f"bootstrap: expected an http:// or https:// URL, got {url!r}")
-        if not 1.0 <= self.hosts_save_interval <= 86_400.0:
-            raise ConfigError(
-                f"hosts_save_interval: {self.hosts_save_interval}s is outside 1s..24h"
-            )
-        if not 1.0 <= self.qrp_update_interval <= 86_400.0:
-            raise ConfigError(
-                f"qrp_update_interval: {self.qrp_update_interval}s is outside 1s..24h"
-            )
-        IntRange(1, 15).check("max_ttl", self.max_ttl)
-        IntRange(16, 10_000_000).check("route_table_max", self.route_table_max)
-        IntRange(1, 64).check("router_threads", self.router_threads)
-        IntRange(1, 10_000).check("batch_size", self.batch_size)
-        IntRange(1, 10_000_000).check("reader_pause_length", self.reader_pause_length)
-        IntRange(0, 10_000).check("pong_cache_size", self.pong_cache_size)
-        IntRange(0, 1000).check("pongs_per_ping", self.pongs_per_ping)
-        IntRange(1, 1_000_000).check("ping_burst_per_peer", self.ping_burst_per_peer)
-        IntRange(1, 1_000_000).check("max_malformed_per_peer", self.max_malformed_per_peer)
-        IntRange(1024, 1 << 30).check("peer_output_max_bytes", self.peer_output_max_bytes)
-        IntRange(4096, 1 << 40).check("packet_log_max_bytes", self.packet_log_max_bytes)
-        IntRange(0, 1000).check("packet_log_backups", self.packet_log_backups)
-        if not 1.0 <= self.route_ttl <= 86_400.0:
-            raise ConfigError(f"route_ttl: {self.route_ttl}s is outside 1s..24h")
-        if not 0.1 <= self.route_cleanup_interval <= 3600.0:
-            raise ConfigError("route_cleanup_interval must be within 100ms..1h")
-        if not 0.0 <= self.query_delay <= 10.0:
-            raise ConfigError(f"query_delay: {self.query_delay}s is outside 0..10s")
-        if not self.ping_rate_per_peer > 0:  # NaN too
-            raise ConfigError("ping_rate_per_peer must be positive")
-        if self.keepalive_interval < 1.0:
-            raise ConfigError("keepalive_interval must be at least 1s")
-        if not 0.1 <= self.handshake_timeout <= 600.0:
-            raise ConfigError(f"handshake_timeout: {self.handshake_timeout}s is outside 100ms..10m")
-        IntRange(0, 100_000_000).check("ping_flood_refusals", self.ping_flood_refusals)
-        if not 0.0 <= self.control_rate_per_peer <= 10_000_000.0:  # NaN fails too
-            raise ConfigError(
-                f"control_rate_per_peer: {self.control_rate_per_peer}/s is outside 0..10000000"
-            )
-        IntRange(1, 10_000_000).check("control_burst_per_peer", self.control_burst_per_peer)
-        if not 0.1 <= self.ping_flood_window <= 3600.0:
-            raise ConfigError(f"ping_flood_window: {self.ping_flood_window}s is outside 100ms..1h")
-        if not 0.01 <= self.route_share_max <= 1.0:  # NaN fails too
-            raise ConfigError(f"route_share_max: {self.route_share_max} is outside 0.01..1")
-        if self.qrp_max_slots not in [1 << bits for bits in range(13, 25)]:
+        if self.qrp_max_slots not in QRP_TABLE_SIZES:
             raise ConfigError(
                 f"qrp_max_slots: {self.qrp_max_slots} is not a power of two from 8192 to 2^24"
             )
-        if not 1.0 <= self.inflate_max_ratio <= 100_000.0:
-            raise ConfigError(f"inflate_max_ratio: {self.inflate_max_ratio} is outside 1..100000")
-        IntRange(1024 * 1024, 1 << 34).check("inflate_max_rate", self.inflate_max_rate)
-        IntRange(1, 100_000).check("max_handshakes", self.max_handshakes)
-        IntRange(1, 100_000).check("max_handshakes_per_address", self.max_handshakes_per_address)
-        if not 1.0 <= self.flow_control_timeout <= 3600.0:
-            raise ConfigError(
-                f"flow_control_timeout: {self.flow_control_timeout}s is outside 1s..1h"
-            )
-        if self.ping_mode not in ("cache", "flood"):
-            raise ConfigError(f"ping_mode: expected 'cache' or 'flood', got {self.ping_mode!r}")
         parse_policies(self.conditioning)
-        IntRange(1, 1_000_000).check("peer_output_max_messages", self.peer_output_max_messages)
-        if self.query_max_queued is not None:
-            IntRange(1, 10_000_000).check("query_max_queued", self.query_max_queued)
-        if self.query_rate is not None and not 0.1 <= self.query_rate <= 1_000_000:
-            raise ConfigError(f"query_rate: {self.query_rate}/s is outside 0.1..1000000")
-        if self.query_shed_order not in SHED_ORDERS:
-            raise ConfigError(
-                f"query_shed_order: expected one of {', '.join(SHED_ORDERS)}, "
-                f"got {self.query_shed_order!r}"
-            )
-        if not 0.1 <= self.governor_interval <= 60.0:
-            raise ConfigError(f"governor_interval: {self.governor_interval}s is outside 100ms..60s")
-        IntRange(1, 10_000_000).check("governor_add_threshold", self.governor_add_threshold)
-        IntRange(1, 64).check("governor_max_threads", self.governor_max_threads)
-        IntRange(1, 64).check("governor_min_threads", self.governor_min_threads)
         if self.governor_min_threads > self.governor_max_threads:
             raise ConfigError(
                 f"governor_min_threads ({self.governor_min_threads}) cannot exceed "
                 f"governor_max_threads ({self.governor_max_threads})"
-            )
-        if not 0.0001 <= self.codel_target <= 10.0:
-            raise ConfigError(f"codel_target: {self.codel_target}s is outside 100us..10s")
-        if not 0.001 <= self.codel_interval <= 60.0:
-            raise ConfigError(f"codel_interval: {self.codel_interval}s is outside 1ms..60s")
-        if not 0.001 <= self.response_target <= 60.0:
-            raise ConfigError(f"response_target: {self.response_target}s is outside 1ms..60s")
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(
-                f"log_level: expected debug/info/warning/error, got {self.log_level!r}"
             )
         if self.control_token is not None and len(self.control_token) < MIN_TOKEN_LENGTH:
             raise ConfigError(f"control_token: use at least {MIN_TOKEN_LENGTH} characters")
@@ -339,46 +582,35 @@ class RouterConfig:
                 "a control token (--control-token or GNUROUTER_CONTROL_TOKEN) is required"
             )
         for stage, threshold in self.stage_thresholds.items():
-            if stage not in ("reader", "parser", "router", "connection", "catcher"):
+            if stage not in STAGES:
                 raise ConfigError(f"stage_thresholds: unknown stage {stage!r}")
-            if threshold is not None:
-                IntRange(1, 10_000_000).check(f"stage_thresholds.{stage}", threshold)
+            STAGE_THRESHOLD.check(f"stage_thresholds.{stage}", threshold)
         return self
 
 
-_DURATION_FIELDS = {
-    "route_ttl",
-    "route_cleanup_interval",
-    "ping_refresh_interval",
-    "keepalive_interval",
-    "governor_interval",
-    "codel_target",
-    "codel_interval",
-    "response_target",
-    "handshake_timeout",
-    "flow_control_timeout",
-    "ping_flood_window",
-    "query_delay",
-    "hosts_save_interval",
-    "qrp_update_interval",
+_SETTINGS: dict[str, Setting] = {
+    f.name: f.metadata["setting"] for f in dataclasses.fields(RouterConfig)
 }
 _FIELD_TYPES = {f.name: f for f in dataclasses.fields(RouterConfig)}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in _DURATION_FIELDS:
+    kind = _SETTINGS[name].kind
+    if value is None and _SETTINGS[name].nullable:
+        return None
+    if kind == "duration":
         return parse_duration(value, name=name)
-    if name in ("listen", "control_listen"):
+    if kind == "address":
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected 'HOST:PORT', got {value!r}")
         return parse_address(value, name=name)
-    if name == "peers":
+    if kind == "addresses":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError("peers: expected a list of 'HOST:PORT' strings")
-        return [parse_address(v, name="peers") for v in value]
-    if name == "bootstrap":
+            raise ConfigError(f"{name}: expected a list of 'HOST:PORT' strings")
+        return [parse_address(v, name=name) for v in value]
+    if kind == "urls":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError("bootstrap: expected a list of GWebCache URLs")
+            raise ConfigError(f"{name}: expected a list of URLs")
         return list(value)
     if name == "payload_limits":
         if not isinstance(value, Mapping):
@@ -391,13 +623,14 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError("stage_thresholds: expected a table of stage = length")
         return {str(k): (None if v in (0, "none") else v) for k, v in value.items()}
-    expected = _FIELD_TYPES[name].type
-    if expected == "bool" and not isinstance(value, bool):
+    if kind == "bool" and not isinstance(value, bool):
         raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    if expected in ("str", "str | None") and not isinstance(value, str):
+    if kind in ("str", "path", "choice", "policies") and not isinstance(value, str):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
-    if expected == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if kind == "float":
+        return float(value)
     return value
 
 

@@ -16,12 +16,12 @@ from gnurouter.conditioning.classes import OTHER, QUERY, REPLY, ROUTER_CLASSES
 from gnurouter.conditioning.clogged import OutputQueueLimits
 from gnurouter.conditioning.codel import CoDel, CoDelPolicy
 from gnurouter.conditioning.governor import ThreadGovernor
-from gnurouter.conditioning.query_filter import SHED_ORDERS, QueryFilter
+from gnurouter.conditioning.query_filter import QueryFilter
 from gnurouter.conditioning.response_time import ResponseTimeController
 from gnurouter.conditioning.thresholds import QueueThreshold
-from gnurouter.config import RouterConfig, parse_policies
+from gnurouter.config import STAGE_THRESHOLD, RouterConfig, parse_policies
 from gnurouter.seda.stage import SomeStage
-from gnurouter.seda.tuning import ControlAPI, Parameter
+from gnurouter.seda.tuning import ControlAPI, Parameter, attribute_parameter
 
 #: Refusal thresholds for the message stages: 1000 is the SEDA experiment's.
 DEFAULT_THRESHOLDS: dict[str, int | None] = {"router": 1000, "connection": 10_000, "catcher": 1000}
@@ -137,9 +137,9 @@ class Conditioning:
                 "int",
                 threshold,
                 "limit",
-                "queue length above which new events are refused",
-                low=1,
-                high=10_000_000,
+                STAGE_THRESHOLD.help,
+                low=STAGE_THRESHOLD.low,
+                high=STAGE_THRESHOLD.high,
                 nullable=True,
             )
         attr(
@@ -164,23 +164,17 @@ class Conditioning:
             "enabled",
             "bound each peer's output queue, shedding least important messages first",
         )
-        attr(
-            "conditioning.clogged.max_bytes",
-            "int",
-            limits,
-            "max_bytes",
-            "bytes a clogged peer may have queued",
-            low=1024,
-            high=1 << 30,
+        setting = attribute_parameter
+        control.register(
+            setting("conditioning.clogged.max_bytes", "peer_output_max_bytes", limits, "max_bytes")
         )
-        attr(
-            "conditioning.clogged.max_messages",
-            "int",
-            limits,
-            "max_messages",
-            "messages a clogged peer may have queued",
-            low=1,
-            high=1_000_000,
+        control.register(
+            setting(
+                "conditioning.clogged.max_messages",
+                "peer_output_max_messages",
+                limits,
+                "max_messages",
+            )
         )
         query_filter = self.query_filter
         attr(
@@ -190,25 +184,16 @@ class Conditioning:
             "enabled",
             "limit queries at the router stage (everything else passes)",
         )
-        attr(
-            "conditioning.query_filter.max_queued",
-            "int",
-            query_filter,
-            "max_queued",
-            "queries that may wait at the router stage",
-            low=1,
-            high=10_000_000,
-            nullable=True,
+        control.register(
+            setting(
+                "conditioning.query_filter.max_queued",
+                "query_max_queued",
+                query_filter,
+                "max_queued",
+            )
         )
-        attr(
-            "conditioning.query_filter.rate",
-            "float",
-            query_filter,
-            "rate",
-            "queries admitted per second (null: no rate limit)",
-            low=0.1,
-            high=1_000_000.0,
-            nullable=True,
+        control.register(
+            setting("conditioning.query_filter.rate", "query_rate", query_filter, "rate")
         )
         attr(
             "conditioning.query_filter.burst",
@@ -219,13 +204,8 @@ class Conditioning:
             low=1,
             high=1_000_000,
         )
-        attr(
-            "conditioning.query_filter.order",
-            "choice",
-            query_filter,
-            "order",
-            "which query is shed when the queue is full",
-            choices=SHED_ORDERS,
+        control.register(
+            setting("conditioning.query_filter.order", "query_shed_order", query_filter, "order")
         )
         governor = self.governor
         attr(
@@ -235,33 +215,20 @@ class Conditioning:
             "enabled",
             "size the router stage's thread pool from its queue length",
         )
-        attr(
-            "conditioning.governor.add_threshold",
-            "int",
-            governor,
-            "add_threshold",
-            "queue length at which a thread is added",
-            low=1,
-            high=10_000_000,
-        )
-        attr(
-            "conditioning.governor.max_threads",
-            "int",
-            governor,
-            "max_threads",
-            "most threads the governor gives the router stage",
-            low=1,
-            high=self.router_stage.max_threads,
-        )
-        attr(
-            "conditioning.governor.min_threads",
-            "int",
-            governor,
-            "min_threads",
-            "fewest threads the governor leaves the router stage",
-            low=1,
-            high=self.router_stage.max_threads,
-        )
+        for name, option in (
+            ("add_threshold", "governor_add_threshold"),
+            ("max_threads", "governor_max_threads"),
+            ("min_threads", "governor_min_threads"),
+        ):
+            control.register(
+                setting(
+                    f"conditioning.governor.{name}",
+                    option,
+                    governor,
+                    name,
+                    high=self.router_stage.max_threads if name.endswith("threads") else None,
+                )
+            )
         attr(
             "conditioning.governor.add_when_saturated",
             "bool",
@@ -295,24 +262,12 @@ class Conditioning:
         for event_class in CODEL_CLASSES:
             codel = self.codel.queues[event_class]
             control.register(self._codel_switch(event_class))
-            attr(
-                f"conditioning.codel.{event_class}.target",
-                "duration",
-                codel,
-                "target",
-                "acceptable standing queueing delay",
-                low=0.0001,
-                high=10.0,
-            )
-            attr(
-                f"conditioning.codel.{event_class}.interval",
-                "duration",
-                codel,
-                "interval",
-                "how long delay may stay above target before dropping starts",
-                low=0.001,
-                high=60.0,
-            )
+            for name in ("target", "interval"):
+                control.register(
+                    setting(
+                        f"conditioning.codel.{event_class}.{name}", f"codel_{name}", codel, name
+                    )
+                )
         controller = self.response_time
         attr(
             "conditioning.response_time.enabled",
@@ -321,14 +276,8 @@ class Conditioning:
             "enabled",
             "steer the query admission rate to keep query response time under target",
         )
-        attr(
-            "conditioning.response_time.target",
-            "duration",
-            controller,
-            "target",
-            "response-time target for queries",
-            low=0.001,
-            high=60.0,
+        control.register(
+            setting("conditioning.response_time.target", "response_target", controller, "target")
         )
         attr(
             "conditioning.response_time.percentile",

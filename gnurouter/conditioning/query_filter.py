@@ -15,13 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from gnurouter.conditioning.classes import QUERY
+from gnurouter.config import SHED_ORDERS
 from gnurouter.protocol.messages import Message
 from gnurouter.seda.stage import E, Stage
-
-#: Which query goes when one must: the one that has travelled furthest (its
-#: sender is furthest away and likely has other paths), the oldest (least
-#: likely to still matter), or the newcomer (plain drop-tail).
-SHED_ORDERS = ("highest-hops", "oldest", "newest")
 
 
 class QueuedQuery(Protocol):

@@ -1,9 +1,11 @@
-"""The router's live-tunable parameters: what the control API may change, and its range.
+"""The router's live-tunable parameters: which of its knobs the control API may turn.
 
-The service builds the router; this module says which of its knobs an
-operator may turn while it runs (stage batch sizes and threads, routing
-rules, slots, timers, the packet log), each bound to the live object it tunes.
-Conditioning policies register their own (`Conditioning.register`).
+The service builds the router; this module binds each tunable router option
+(stage batch sizes and threads, routing rules, slots, timers, the packet log)
+to the live object it tunes.  Kinds, ranges and descriptions are not restated
+here: each comes from the option's declaration in `gnurouter.config`, which the
+config file and the command line read too.  Conditioning policies register
+their own (`Conditioning.register`).
 """
 
 from __future__ import annotations
@@ -11,67 +13,47 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from gnurouter.seda.tuning import ControlAPI, Parameter
+from gnurouter.seda.tuning import ControlAPI, Parameter, attribute_parameter, setting_parameter
 from gnurouter.stages.catcher import CatcherHandler
 from gnurouter.stages.router import RouterHandler
 
 if TYPE_CHECKING:
     from gnurouter.ops.view import RouterView
 
-
-def attribute_parameter(
-    name: str, kind: str, owner: object, attribute: str, description: str, **limits: Any
-) -> Parameter:
-    """A parameter that reads and writes one attribute of a live object."""
-    return Parameter(
-        name,
-        kind,
-        lambda: getattr(owner, attribute),
-        lambda value: setattr(owner, attribute, value),
-        description,
-        **limits,
-    )
+#: Routing rules tunable live, each under router.NAME (see RoutingRules).
+LIVE_RULES = (
+    "max_ttl",
+    "route_ttl",
+    "route_table_max",
+    "pongs_per_ping",
+    "ping_rate_per_peer",
+    "ping_mode",
+    "flood_tableless_leaves",
+    "qrp_update_interval",
+)
 
 
 def register_parameters(router: RouterView, control: ControlAPI) -> None:
     """Every live-tunable parameter of a router, registered with its control API."""
-    router = router
-    control_params: list[Parameter] = []
-    for name, stage in router.stages.items():
-        control_params.append(
-            attribute_parameter(
-                f"stage.{name}.batch_size",
-                "int",
-                stage,
-                "batch_size",
-                "events handed to the handler per call",
-                low=1,
-                high=10_000,
-            )
-        )
+    control_params: list[Parameter] = [
+        attribute_parameter(f"stage.{name}.batch_size", "batch_size", stage, "batch_size")
+        for name, stage in router.stages.items()
+    ]
     router_stage = router.stages["router"]
     router_handler = router_stage.handler
     assert isinstance(router_handler, RouterHandler)
     control_params.append(
-        Parameter(
+        attribute_parameter(
             "stage.router.threads",
-            "int",
-            lambda: router_stage.threads,
-            lambda value: setattr(router_stage, "threads", value),
-            "threads running the router stage",
-            low=1,
+            "router_threads",
+            router_stage,
+            "threads",
             high=router_stage.max_threads,
         )
     )
     control_params.append(
-        Parameter(
-            "input.pause_length",
-            "int",
-            lambda: router.flow.pause_length,
-            lambda value: setattr(router.flow, "pause_length", value),
-            "reader/parser backlog at which sockets stop being read",
-            low=1,
-            high=10_000_000,
+        attribute_parameter(
+            "input.pause_length", "reader_pause_length", router.flow, "pause_length"
         )
     )
 
@@ -81,35 +63,14 @@ def register_parameters(router: RouterView, control: ControlAPI) -> None:
         router_stage.blocking = value > 0
 
     control_params.append(
-        Parameter(
+        setting_parameter(
             "router.query_delay",
-            "duration",
+            "query_delay",
             lambda: router_handler.query_delay,
             set_query_delay,
-            "artificial blocking time per query (the SEDA experiment's bottleneck)",
-            low=0.0,
-            high=10.0,
         )
     )
-    rule_ranges: dict[str, tuple[str, float, float]] = {
-        "max_ttl": ("int", 1, 15),
-        "route_ttl": ("duration", 1.0, 86_400.0),
-        "route_table_max": ("int", 16, 10_000_000),
-        "pongs_per_ping": ("int", 0, 1000),
-        "ping_rate_per_peer": ("float", 0.001, 1000.0),
-    }
-    for field_name, (kind, low, high) in rule_ranges.items():
-        control_params.append(_rule_parameter(router, field_name, kind, low, high))
-    control_params.append(
-        Parameter(
-            "router.ping_mode",
-            "choice",
-            lambda: router.routing.rules.ping_mode,
-            lambda value: _set_rule(router, "ping_mode", value),
-            "answer pings from the pong cache, or flood them like the original",
-            choices=("cache", "flood"),
-        )
-    )
+    control_params.extend(_rule_parameter(router, field_name) for field_name in LIVE_RULES)
     control_params.append(
         Parameter(
             "packet_log.enabled",
@@ -124,15 +85,7 @@ def register_parameters(router: RouterView, control: ControlAPI) -> None:
     catcher_handler = router.stages["catcher"].handler
     assert isinstance(catcher_handler, CatcherHandler)
     control_params.append(
-        Parameter(
-            "catcher.target_peers",
-            "int",
-            lambda: catcher_handler.target_peers,
-            lambda value: setattr(catcher_handler, "target_peers", value),
-            "ultrapeer links the catcher keeps up (connecting out as needed)",
-            low=0,
-            high=10_000,
-        )
+        attribute_parameter("catcher.target_peers", "target_peers", catcher_handler, "target_peers")
     )
     control_params.extend(_live_network_parameters(router, catcher_handler))
     for parameter in control_params:
@@ -141,7 +94,7 @@ def register_parameters(router: RouterView, control: ControlAPI) -> None:
 
 
 def _live_network_parameters(router: RouterView, catcher: CatcherHandler) -> list[Parameter]:
-    """Slot limits, QRP and bootstrap switches (see gnurouter/mesh/handshaking.py)."""
+    """Slot limits and the bootstrap switch (see gnurouter/mesh/handshaking.py)."""
     policy = router.policy
 
     def set_max_ultrapeers(value: int) -> None:
@@ -153,62 +106,25 @@ def _live_network_parameters(router: RouterView, catcher: CatcherHandler) -> lis
         catcher.max_peers = value
 
     return [
-        Parameter(
-            "peers.max_peers",
-            "int",
-            lambda: policy.max_peers,
-            set_max_peers,
-            "most neighbours of any role (new links are refused with 503 beyond it)",
-            low=1,
-            high=10_000,
-        ),
-        Parameter(
+        setting_parameter("peers.max_peers", "max_peers", lambda: policy.max_peers, set_max_peers),
+        setting_parameter(
             "peers.max_ultrapeers",
-            "int",
+            "max_ultrapeers",
             lambda: policy.max_ultrapeers,
             set_max_ultrapeers,
-            "ultrapeer (and old-style) slots; the X-Degree new handshakes advertise",
-            low=0,
-            high=10_000,
         ),
-        attribute_parameter(
-            "peers.max_leaves", "int", policy, "max_leaves", "leaf slots", low=0, high=10_000
-        ),
-        attribute_parameter(
-            "peers.accept_legacy",
-            "bool",
-            policy,
-            "accept_legacy",
-            "accept servents that send no X-Ultrapeer header (as ultrapeers)",
-        ),
-        Parameter(
-            "router.flood_tableless_leaves",
-            "bool",
-            lambda: router.routing.rules.flood_tableless_leaves,
-            lambda value: _set_rule(router, "flood_tableless_leaves", value),
-            "a leaf without a QRP table yet gets every query (else none until it sends one)",
-        ),
-        _rule_parameter(router, "qrp_update_interval", "duration", 1.0, 86_400.0),
-        attribute_parameter(
-            "bootstrap.enabled",
-            "bool",
-            router.bootstrap,
-            "enabled",
-            "ask GWebCaches for hosts when the host cache runs dry",
-        ),
+        attribute_parameter("peers.max_leaves", "max_leaves", policy, "max_leaves"),
+        attribute_parameter("peers.accept_legacy", "accept_legacy_peers", policy, "accept_legacy"),
+        attribute_parameter("bootstrap.enabled", "bootstrap_enabled", router.bootstrap, "enabled"),
     ]
 
 
-def _rule_parameter(
-    router: RouterView, field_name: str, kind: str, low: float, high: float
-) -> Parameter:
-    return Parameter(
+def _rule_parameter(router: RouterView, field_name: str) -> Parameter:
+    return setting_parameter(
         f"router.{field_name}",
-        kind,
+        field_name,
         lambda: getattr(router.routing.rules, field_name),
         lambda value: _set_rule(router, field_name, value),
-        low=low,
-        high=high,
     )
 
 

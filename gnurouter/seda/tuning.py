@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gnurouter.config import ConfigError, parse_duration
+from gnurouter.config import NUMERIC_KINDS, ConfigError, RouterConfig, parse_duration
 
-NUMERIC_KINDS = ("int", "float", "duration")
 #: Longest text accepted as a number ("0.000000001s" and the like fit many times over).
 MAX_NUMBER_TEXT = 64
 
@@ -61,6 +60,8 @@ class Parameter:
     high: float | None = None
     choices: tuple[str, ...] = ()
     nullable: bool = False
+    #: The router option (gnurouter.config) this parameter tunes live, if any.
+    setting: str | None = None
 
     def allowed(self) -> str:
         if self.kind == "bool":
@@ -154,7 +155,50 @@ class Parameter:
             "nullable": self.nullable,
             "allowed": self.allowed(),
             "description": self.description,
+            "setting": self.setting,
         }
+
+
+def setting_parameter(
+    name: str,
+    setting: str,
+    get: Callable[[], Any],
+    set: Callable[[Any], None],
+    *,
+    high: float | None = None,
+) -> Parameter:
+    """A parameter for the router option `setting`: its kind, range and words come from
+    RouterConfig's declaration, so the control API and the config file agree.
+
+    `high` narrows the range where the live object allows less (a thread pool's size).
+    """
+    declared = RouterConfig.setting(setting)
+    kind = declared.kind if declared.kind in (*NUMERIC_KINDS, "bool", "choice") else "str"
+    return Parameter(
+        name,
+        kind,
+        get,
+        set,
+        declared.help,
+        low=declared.low,
+        high=declared.high if high is None else min(high, declared.high or high),
+        choices=declared.choices,
+        nullable=declared.nullable,
+        setting=setting,
+    )
+
+
+def attribute_parameter(
+    name: str, setting: str, owner: object, attribute: str, *, high: float | None = None
+) -> Parameter:
+    """`setting_parameter` reading and writing one attribute of a live object."""
+    return setting_parameter(
+        name,
+        setting,
+        lambda: getattr(owner, attribute),
+        lambda value: setattr(owner, attribute, value),
+        high=high,
+    )
 
 
 ChangeListener = Callable[[str, Any, Any], None]

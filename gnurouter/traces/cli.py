@@ -496,13 +496,7 @@ RUN_ONLY_OPTIONS = ("replay", "replay_speed", "replay_loop", "replay_lead")
 
 
 def add_run_trace_options(run: argparse.ArgumentParser) -> None:
-    run.add_argument(
-        "--record",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="record every message the router receives, with connection opens and closes, "
-        "to this trace file (.gz: gzipped); bounded memory, never blocks routing",
-    )
+    """--replay and its pacing (--record is a router setting: gnurouter.config)."""
     run.add_argument(
         "--replay",
         metavar="FILE",

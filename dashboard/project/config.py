@@ -72,7 +72,12 @@ def channel_layers(redis_url: str | None) -> dict[str, Any]:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [redis_url],
+                # channels_redis waits up to 5 s in BRPOP for a message, and redis-py (8)
+                # gives up reading a socket after 5 s by default: a quiet channel (the
+                # pollers' own) then failed every receive.  Read for longer than it waits.
+                "hosts": [
+                    {"address": redis_url, "socket_timeout": 15, "socket_connect_timeout": 5}
+                ],
                 "prefix": os.environ.get("GNUROUTER_CHANNEL_PREFIX", "gnurouter"),
                 # Live samples are only worth anything fresh.
                 "expiry": 10,

@@ -11,6 +11,8 @@ GNUROUTER_VAR               where the SQLite file and the secret key live (defau
 DATABASE_URL                postgresql://user:pass@host:5432/db (psycopg 3); default SQLite
 REDIS_URL                   redis://host:6379/0 for the channel layer; default in-memory
 GNUROUTER_POLL_INTERVAL     seconds between metrics polls of one router (0.25)
+GNUROUTER_POLLER_LEASE      a poller that stops renewing its lease this long is taken for
+                            dead and its routers go to the others (3s; renewed every third)
 GNUROUTER_HISTORY_RAW       full-resolution history kept this long (1h)
 GNUROUTER_HISTORY_MEDIUM    10-second history kept this long (1d)
 GNUROUTER_HISTORY_RETENTION one-minute history kept this long (30d)
@@ -144,6 +146,11 @@ TIME_ZONE = "UTC"
 # The poller and the history it keeps.
 POLL_INTERVAL = float(os.environ.get("GNUROUTER_POLL_INTERVAL", "0.25"))
 POLL_TIMEOUT = float(os.environ.get("GNUROUTER_POLL_TIMEOUT", "1.0"))
+# Pollers share the routers through leases (dashboard.routers.sharing).
+POLLER_LEASE_TTL = config.duration(
+    os.environ.get("GNUROUTER_POLLER_LEASE", "3s"), name="GNUROUTER_POLLER_LEASE"
+)
+POLLER_LEASE_RENEW = POLLER_LEASE_TTL / 3
 HISTORY_RAW = config.duration(
     os.environ.get("GNUROUTER_HISTORY_RAW", "1h"), name="GNUROUTER_HISTORY_RAW"
 )

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.validators import URLValidator
 from django.db import models
 
+from dashboard.routers.packing import PackedSampleField
+
 
 class Router(models.Model):
     """A router's control endpoint (`gnurouter run --control HOST:PORT --control-token ...`)."""
@@ -52,20 +54,26 @@ class Router(models.Model):
 
 #: Resolutions of the stored history, in seconds (0 = every poll).
 RAW, MEDIUM, COARSE = 0, 10, 60
+TIERS = (RAW, MEDIUM, COARSE)
 
 
 class Sample(models.Model):
     """One poll (resolution 0) or an aggregate of `count` polls over `resolution` seconds.
 
     `data` is compact: {"r": {peers, in, out, drop}, "s": {stage: {q, qmax, thr, in, out,
-    drop, p50, p99}}}; see dashboard.routers.history.
+    drop, p50, p99, act}}}; see dashboard.routers.history.  It is stored packed
+    (dashboard.routers.packing), a few hundred bytes a row.  Every read goes through the
+    (router, resolution, time) index, which also serves the foreign key (so that has none
+    of its own).
     """
 
-    router = models.ForeignKey(Router, on_delete=models.CASCADE, related_name="samples")
+    router = models.ForeignKey(
+        Router, on_delete=models.CASCADE, related_name="samples", db_index=False
+    )
     time = models.DateTimeField()
     resolution = models.PositiveIntegerField(default=RAW)
     count = models.PositiveIntegerField(default=1)
-    data = models.JSONField()
+    data = PackedSampleField()
 
     class Meta:
         ordering = ["time"]
@@ -109,3 +117,38 @@ class AuditEntry(models.Model):
             "accepted": self.accepted,
             "error": self.error,
         }
+
+
+class PollerLease(models.Model):
+    """A running poller (`watch_routers`, or the one inside `serve`), alive while `expires`
+    is in the future; it renews its row every few seconds with what it is doing.
+
+    Live pollers split the enabled routers between them by rendezvous hashing over their
+    names (dashboard.routers.sharing); a poller that dies stops renewing, and once its
+    row expires the others take its routers.  Times are the database's clock, so pollers
+    on machines whose clocks disagree still agree on who is alive.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(default=0)
+    started = models.DateTimeField()
+    renewed = models.DateTimeField()
+    expires = models.DateTimeField(db_index=True)
+    #: The routers (ids) it polls, as of its last renewal.
+    routers = models.JSONField(default=list)
+    polls_per_s = models.FloatField(default=0.0)
+    #: How late polls started against their schedule over the last renewal period, ms.
+    lag_p50_ms = models.FloatField(default=0.0)
+    lag_p99_ms = models.FloatField(default=0.0)
+    #: Process CPU time per poll over the last renewal period (everything it does), ms.
+    cpu_per_poll_ms = models.FloatField(default=0.0)
+    #: The last downsampling/retention pass over its routers: when, and how long it took.
+    retention_at = models.DateTimeField(null=True, blank=True)
+    retention_ms = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

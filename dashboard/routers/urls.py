@@ -16,4 +16,5 @@ urlpatterns = [
     path("routers/<slug:name>/history", views.router_history, name="router-history"),
     path("routers/<slug:name>/tune", views.router_tune, name="router-tune"),
     path("audit/", views.audit_log, name="audit"),
+    path("pollers/", views.pollers, name="pollers"),
 ]

@@ -18,9 +18,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.routers import history, stagegraph
+from dashboard.routers import history, sharing, stagegraph
 from dashboard.routers.forms import ParameterForm, display_value, grouped_forms
-from dashboard.routers.models import AuditEntry, Router, Sample
+from dashboard.routers.models import AuditEntry, Router
 from dashboard.routers.poller import POLLER_GROUP
 from dashboard.routers.roles import TUNE_PERMISSION, VIEW_PERMISSION, can_tune
 from dashboard.routers.routerclient import (
@@ -70,20 +70,11 @@ def locked_out(request: HttpRequest, *_: Any) -> HttpResponse:
     return response
 
 
-def _latest_samples(routers: list[Router]) -> dict[int, dict[str, Any]]:
-    latest = {}
-    for router in routers:
-        sample = router.samples.order_by("-time").values_list("data", flat=True).first()
-        if sample is not None:
-            latest[router.pk] = sample["r"]
-    return latest
-
-
 @require_GET
 @viewer_required
 def overview(request: HttpRequest) -> HttpResponse:
     routers = list(Router.objects.all())
-    latest = _latest_samples(routers)
+    latest = {pk: sample["r"] for pk, sample in history.latest(r.pk for r in routers).items()}
     rows = [
         {
             "name": router.name,
@@ -110,7 +101,7 @@ def router_detail(request: HttpRequest, name: str) -> HttpResponse:
         descriptions = describe_parameters(router)
     except RouterUnavailable as error:
         parameters_error = str(error)
-    latest = router.samples.order_by("-time").values_list("data", flat=True).first()
+    latest = history.latest([router.pk]).get(router.pk)
     # The graph the router last reported; the stage names of its samples cover a router
     # too old to report one (and a stage the graph does not name).
     graph = stagegraph.for_page(stagegraph.clean(router.graph), list(latest["s"]) if latest else [])
@@ -155,11 +146,31 @@ def router_history(request: HttpRequest, name: str) -> HttpResponse:
         return HttpResponseBadRequest("start, end: epoch seconds; points: an integer")
     if start >= end or not 10 <= points <= 5000:
         return HttpResponseBadRequest("need start < end and 10 <= points <= 5000")
-    oldest = Sample.objects.filter(router=router).order_by("time").values_list("time", flat=True)
     data = history.read(router.pk, start, end, max_points=points)
-    first = oldest.first()
+    first = history.oldest(router.pk)
     data["oldest"] = first.timestamp() if first else None
     return JsonResponse(data)
+
+
+@require_GET
+@viewer_required
+def pollers(request: HttpRequest) -> HttpResponse:
+    """The live pollers: each one's share of the routers, polls per second, CPU, lag."""
+    leases = sharing.live()
+    names = dict(Router.objects.values_list("id", "name"))
+    rows = [
+        {"lease": lease, "routers": sorted(names[pk] for pk in lease.routers if pk in names)}
+        for lease in leases
+    ]
+    watched = {pk for lease in leases for pk in lease.routers}
+    enabled = Router.objects.filter(enabled=True).values_list("id", "name")
+    context = {
+        "rows": rows,
+        "unwatched": sorted(name for pk, name in enabled if pk not in watched),
+        "interval": settings.POLL_INTERVAL,
+        "lease_ttl": settings.POLLER_LEASE_TTL,
+    }
+    return render(request, "dashboard/pollers.html", context)
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -1,6 +1,7 @@
 """The control API and metrics snapshot over HTTP+JSON, for the dashboard and the benchmark.
 
     GET  /metrics             the snapshot (gnurouter.ops.metrics), plus `control_endpoint`
+    GET  /metrics?fields=a,b  only those top-level parts of it (a poller's cheaper poll)
     GET  /metrics/prometheus  the same numbers in the Prometheus text format
     GET  /parameters          every tunable parameter with its value and allowed range
     POST /parameters          {"name": value, ...}: all applied, or none (400 + the reason)
@@ -110,6 +111,21 @@ class SnapshotCache:
 
 
 # -- the POST body ------------------------------------------------------------
+
+
+#: `GET /metrics?fields=`: comma-separated top-level names of the snapshot.
+MAX_FIELDS = 32
+_FIELD_NAME = frozenset("abcdefghijklmnopqrstuvwxyz_")
+
+
+def parse_fields(text: bytes) -> list[str]:
+    """The snapshot parts a `fields` query asks for (pure, like `parse_changes`)."""
+    names = text.decode("ascii", errors="replace").split(",")
+    if len(names) > MAX_FIELDS or not all(
+        0 < len(name) <= 40 and set(name) <= _FIELD_NAME for name in names
+    ):
+        raise ControlError(f"fields: up to {MAX_FIELDS} comma-separated names of [a-z_]")
+    return names
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -468,6 +484,14 @@ class MetricsResource(_Guarded):
             if request.postpath == [b"prometheus"]:
                 return self.render_prometheus(request)
             return _json(request, 404, {"error": "no such resource"})
+        asked = (request.args or {}).get(b"fields")
+        if asked:
+            try:
+                fields = parse_fields(asked[-1])
+            except ControlError as error:
+                return self.guard.refuse(request, Refusal(400, "bad-value", str(error)))
+            whole = self.snapshot()
+            return _json(request, 200, {name: whole[name] for name in fields if name in whole})
         return _json(request, 200, self.snapshot())
 
     def render_prometheus(self, request: Any) -> bytes:

@@ -155,29 +155,38 @@ def dashboard_env(var: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def served_dashboard(env: dict[str, str], *args: str) -> Iterator[dict[str, Any]]:
-    """`manage.py serve` (real daphne) on a free port; yields its URL, the first run's
-    administrator password and its output."""
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", "0", *args],
+def manage_py(
+    env: dict[str, str], *args: str, name: str
+) -> Iterator[tuple[subprocess.Popen[str], OutputWatch]]:
+    """`manage.py ARGS` in a process of its own, its output watched; stopped on the way out."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output = OutputWatch(server.stdout, "dashboard")
     try:
+        yield process, OutputWatch(process.stdout, name)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def served_dashboard(env: dict[str, str], *args: str) -> Iterator[dict[str, Any]]:
+    """`manage.py serve` (real daphne) on a free port; yields its URL, the first run's
+    administrator password and its output."""
+    with manage_py(env, "serve", "--port", "0", *args, name="dashboard") as (_, output):
         password = output.wait_for(r"user 'admin', password '([^']+)'").group(1)
         url = output.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)").group(1)
         yield {"url": url, "password": password, "output": output}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Both are required under CI=true (fail, not skip); locally they are used when pre
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -54,27 +55,32 @@ def test_first_run_creates_one_administrator_and_shows_the_password_once(db: Any
     assert ensure_admin(again) is None and again.getvalue() == ""
 
 
+def redis_layer_and_page_headers(settings: Any, viewer: Any) -> list[tuple[bytes, bytes]]:
+    """Switch to the Redis channel layer (a prefix of this test's own) and sign the viewer
+    in; returns a page's WebSocket headers."""
+    config = layers_for(require_redis())
+    config["default"]["CONFIG"]["prefix"] = f"gnurouter-test-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = config  # channels resets its layers on this signal
+    assert type(channel_layers["default"]).__name__ == "RedisChannelLayer"
+    client = Client()
+    client.force_login(viewer)
+    return [
+        (b"origin", b"http://127.0.0.1"),
+        (b"host", b"127.0.0.1"),
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+    ]
+
+
 @pytest.mark.network
 @pytest.mark.django_db(transaction=True)
 def test_live_samples_cross_processes_through_redis(
     settings: Any, shared_router: RouterProcess, viewer: Any
 ) -> None:
     """The poller and the daphne worker as separate layer instances, as in two processes."""
-    url = require_redis()
-    config = layers_for(url)
-    config["default"]["CONFIG"]["prefix"] = f"gnurouter-test-{uuid.uuid4().hex[:8]}"
-    settings.CHANNEL_LAYERS = config  # channels resets its layers on this signal
-    assert type(channel_layers["default"]).__name__ == "RedisChannelLayer"
+    headers = redis_layer_and_page_headers(settings, viewer)
     router = Router.objects.create(
         name="via-redis", base_url=shared_router.base_url, token=shared_router.token
     )
-    client = Client()
-    client.force_login(viewer)
-    headers = [
-        (b"origin", b"http://127.0.0.1"),
-        (b"host", b"127.0.0.1"),
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
-    ]
     from dashboard.project.asgi import application
 
     async def scenario() -> dict:
@@ -93,3 +99,33 @@ def test_live_samples_cross_processes_through_redis(
     message = async_to_sync(scenario)()
     assert message["kind"] == "sample" and message["router"] == "via-redis"
     assert message["listen"] == shared_router.gnutella
+
+
+@pytest.mark.network
+@pytest.mark.django_db(transaction=True)
+def test_a_page_open_on_a_worker_gets_samples_from_a_running_poller_through_redis(
+    settings: Any, shared_router: RouterProcess, viewer: Any
+) -> None:
+    """The page tells the pollers it is open (they send only then), across processes."""
+    headers = redis_layer_and_page_headers(settings, viewer)
+    Router.objects.create(name="viewed", base_url=shared_router.base_url, token=shared_router.token)
+    from dashboard.project.asgi import application
+
+    async def scenario() -> dict:
+        poller_layer = channel_layers.make_backend("default")
+        poller = Poller(interval=0.25, timeout=2.0, layer=poller_layer)
+        running = asyncio.ensure_future(poller.run())
+        async with asyncio.timeout(10):  # its first renewal gives it the router
+            while not poller.watches:
+                await asyncio.sleep(0.05)
+        page = WebsocketCommunicator(application, "/ws/routers/viewed/", headers=headers)
+        assert (await page.connect())[0]
+        message = await page.receive_json_from(timeout=5)
+        await page.disconnect()
+        poller.stop()
+        await running
+        await poller_layer.flush()
+        return dict(message)
+
+    message = async_to_sync(scenario)()
+    assert message["kind"] == "sample" and message["router"] == "viewed"

@@ -47,7 +47,9 @@ def test_in_memory_channel_layer_by_default_redis_from_redis_url() -> None:
     assert channel_layers(None)["default"]["BACKEND"] == "channels.layers.InMemoryChannelLayer"
     redis = channel_layers("redis://127.0.0.1:6379/2")["default"]
     assert redis["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert redis["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/2"]
+    (host,) = redis["CONFIG"]["hosts"]
+    assert host["address"] == "redis://127.0.0.1:6379/2"
+    assert host["socket_timeout"] > 5  # longer than channels_redis' BRPOP wait
     with pytest.raises(SettingsError):
         channel_layers("http://127.0.0.1:6379")
 

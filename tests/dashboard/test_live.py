@@ -66,7 +66,9 @@ def test_a_poll_reaches_a_signed_in_viewer_and_is_stored(
         assert await poller.poll(watch_of(router))
         await poller.close()  # flushes the buffered sample
         sample = await page.receive_json_from(timeout=5)
-        summary = await overview.receive_json_from(timeout=5)
+        summaries = await overview.receive_json_from(timeout=5)
+        assert summaries["kind"] == "summaries"
+        (summary,) = summaries["rows"]
         await page.disconnect()
         await overview.disconnect()
         return sample, summary
@@ -247,3 +249,38 @@ async def _disable(name: str) -> None:
     from channels.db import database_sync_to_async
 
     await database_sync_to_async(lambda: Router.objects.filter(name=name).update(enabled=False))()
+
+
+def test_a_running_poller_sends_a_routers_samples_only_while_its_page_is_open(
+    router: Router, viewer: Any
+) -> None:
+    headers = session_headers(viewer)
+    layer = get_channel_layer()
+
+    async def scenario() -> tuple[list[str], dict]:
+        listener = await layer.new_channel()  # on the router's group, but not a page
+        await layer.group_add(router.group, listener)
+        overview = WebsocketCommunicator(application, "/ws/overview/", headers=headers)
+        assert (await overview.connect())[0]
+        poller = Poller(interval=0.25, timeout=2.0)
+        running = asyncio.ensure_future(poller.run())
+        for _ in range(2):  # two rounds of polls have happened
+            batch = await overview.receive_json_from(timeout=10)
+            assert [row["router"] for row in batch["rows"]] == ["live-1"]
+        unseen: list[str] = []
+        try:
+            await asyncio.wait_for(layer.receive(listener), timeout=0.5)
+        except TimeoutError:
+            unseen.append("no samples while no page is open")
+        page = WebsocketCommunicator(application, f"/ws/routers/{router.name}/", headers=headers)
+        assert (await page.connect())[0]
+        sample = await page.receive_json_from(timeout=5)
+        await page.disconnect()
+        await overview.disconnect()
+        poller.stop()
+        await running
+        return unseen, sample
+
+    unseen, sample = run(scenario)
+    assert unseen == ["no samples while no page is open"]
+    assert sample["kind"] == "sample" and "graph" in sample  # the first one has the details

@@ -1,4 +1,8 @@
-"""manage.py watch_routers: the poller on its own, beside daphne workers sharing REDIS_URL."""
+"""manage.py watch_routers: the poller on its own, beside daphne workers sharing REDIS_URL.
+
+Run as many as you like (here or on other machines sharing DATABASE_URL): they split the
+routers between them through leases (dashboard.routers.sharing).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--once", action="store_true", help="poll each router once and report")
+        parser.add_argument(
+            "--name",
+            default=None,
+            help="this poller's name among the pollers (default: host:pid:random)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from dashboard.routers.poller import Poller
@@ -24,7 +33,7 @@ class Command(BaseCommand):
                 "watch_routers: the channel layer is in-memory, so only history is kept; "
                 "set REDIS_URL for live views served by other processes (or use manage.py serve)\n"
             )
-        asyncio.run(self._main(Poller(), options["once"]))
+        asyncio.run(self._main(Poller(name=options["name"]), options["once"]))
 
     async def _main(self, poller: Any, once: bool) -> None:
         if once:

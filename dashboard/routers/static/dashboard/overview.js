@@ -33,7 +33,11 @@
     var ws = new WebSocket(scheme + location.host + "/ws/overview/");
     var dot = document.getElementById("live");
     ws.onopen = function () { retry = 500; if (dot) dot.className = "live-dot on"; };
-    ws.onmessage = function (event) { update(JSON.parse(event.data)); };
+    ws.onmessage = function (event) {
+      var msg = JSON.parse(event.data);
+      // The poller sends the rows of one poll interval together.
+      if (msg.kind === "summaries") msg.rows.forEach(update); else update(msg);
+    };
     ws.onclose = function () {
       if (dot) dot.className = "live-dot";
       setTimeout(connect, retry);

@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from gnurouter.bench import HOST, router_command  # noqa: E402
 from gnurouter.bench.attacks import (  # noqa: E402
     ATTACKS,
     HonestProbe,
@@ -65,7 +66,6 @@ from gnurouter.bench.attacks import (  # noqa: E402
     rss_bytes,
 )
 
-HOST = "127.0.0.1"
 OUT_DIR = ROOT / "var" / "attacks"
 MB = 1024 * 1024
 START_TIMEOUT = 20.0
@@ -186,22 +186,14 @@ class RouterProcess:
     def __init__(self, name: str, extra: Sequence[str]) -> None:
         self.port = free_port()
         self.control_port = free_port()
-        self.command = [
-            sys.executable,
-            "-m",
-            "gnurouter",
-            "run",
-            "--listen",
-            f"{HOST}:{self.port}",
-            "--control",
-            f"{HOST}:{self.control_port}",
-            "--target-peers",
-            "0",
+        self.command = router_command(
+            self.port,
             "--no-bootstrap",
             "--log-level",
             "warning",
             *extra,
-        ]
+            control_port=self.control_port,
+        )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("GNUROUTER_CONTROL_TOKEN", None)
         (OUT_DIR / "logs").mkdir(parents=True, exist_ok=True)

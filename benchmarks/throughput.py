@@ -56,6 +56,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from gnurouter.bench import HOST, router_command
 from gnurouter.edge.servent import ServentProtocol
 from gnurouter.protocol.messages import (
     HEADER_FIELDS,
@@ -76,7 +77,6 @@ RELAYS = {
     "relay-per-message": ["--write-per-message"],
 }
 SERVERS = ("router", *RELAYS)
-HOST = "127.0.0.1"
 QUERY_TTL = 3
 RECEIVERS = 2
 
@@ -210,21 +210,14 @@ def free_port() -> int:
 
 def server_command(name: str, port: int, extra_args: Sequence[str]) -> list[str]:
     if name == "router":
-        return [
-            sys.executable,
-            "-m",
-            "gnurouter",
-            "run",
-            "--listen",
-            f"{HOST}:{port}",
-            "--target-peers",
-            "0",
+        return router_command(
+            port,
             "--log-level",
             "warning",
             "--conditioning",
             "none",
             *extra_args,
-        ]
+        )
     return [sys.executable, str(RELAY_SCRIPT), "--host", HOST, "--port", str(port), *extra_args]
 
 

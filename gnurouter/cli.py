@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from gnurouter.config import (
@@ -144,6 +145,39 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
     return config_from_mapping(values)
 
 
+#: The settings naming files the router writes while it runs.
+WRITTEN_FILES = ("packet_log", "record", "hosts_file")
+
+
+def _cannot_write(path: Path) -> str | None:
+    """Why `path` cannot be opened for appending, or None: tried for real (permissions,
+    read-only file systems, a missing directory), leaving no file behind."""
+    if path.is_dir():
+        return "it is a directory"
+    if not path.parent.is_dir():
+        return f"directory {path.parent} does not exist"
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    if not existed:
+        path.unlink()
+    return None
+
+
+def check_written_files(config: RouterConfig) -> None:
+    """ConfigError unless every file the router will write can be written, before it starts:
+    a packet log in a missing directory would otherwise fail at every batch."""
+    for name in WRITTEN_FILES:
+        path = getattr(config, name)
+        if path is not None:
+            problem = _cannot_write(Path(path))
+            if problem is not None:
+                raise ConfigError(f"{name}: cannot write {path}: {problem}")
+
+
 def _run(config: RouterConfig, args: argparse.Namespace | None = None) -> int:
     from twisted.internet import reactor as default_reactor
 
@@ -153,6 +187,11 @@ def _run(config: RouterConfig, args: argparse.Namespace | None = None) -> int:
     reactor: Any = default_reactor
 
     router = RouterService(config, recorder_factory=recorder_for)
+    # Twisted's own SIGINT/SIGTERM handlers stop the reactor, which runs the
+    # shutdown trigger below: Bye to every peer and a flushed packet log.  Ours
+    # is in place before the router starts, so a SIGTERM right after "listening
+    # on" (a supervisor, a test) is a clean stop too, not the default death.
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     try:
         router.startService()
     except Exception as error:  # e.g. the port is taken
@@ -164,9 +203,6 @@ def _run(config: RouterConfig, args: argparse.Namespace | None = None) -> int:
         attach_replay(reactor, router, args)
     tune_for_serving()
     reactor.addSystemEventTrigger("before", "shutdown", router.stopService)
-    # Twisted's own SIGINT/SIGTERM handlers stop the reactor, which runs the
-    # trigger above: Bye to every peer and a flushed packet log.
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
     return 0
 
@@ -185,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_trace_command(args)
     try:
         config = config_from_args(args)
+        check_written_files(config)
     except ConfigError as error:
         parser.error(str(error))
     logging.basicConfig(

@@ -8,6 +8,7 @@ config file and the control API refuse the same bad values with the same words.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
 import re
@@ -239,7 +240,7 @@ def _seconds(low: float, high: float, help: str, **extra: Any) -> dict[str, Any]
 QRP_TABLE_SIZES = tuple(1 << bits for bits in range(13, 25))
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PING_MODES = ("cache", "flood")
-STAGES = ("reader", "parser", "router", "connection", "catcher")
+STAGES = ("reader", "parser", "router", "connection", "catcher", "udp")
 # A stage threshold from the config file: the same range as the control API's
 # stage.NAME.threshold parameters.
 STAGE_THRESHOLD = Setting(
@@ -298,8 +299,44 @@ class RouterConfig:
         True,
         kind="bool",
         flag="--no-bootstrap",
-        help="ask GWebCaches for hosts when the host cache runs dry",
-        flag_help="never ask GWebCaches (no HTTP request at all): for closed networks",
+        help="ask UDP host caches, then GWebCaches, for hosts when the host cache runs dry",
+        flag_help="never ask UDP host caches or GWebCaches (no host cache ping, no HTTP "
+        "request at all): for closed networks",
+    )
+    # UDP on the Gnutella port (gnurouter/mesh/udp.py, gnurouter/mesh/uhc.py)
+    uhc: list[tuple[str, int]] = setting(
+        factory=list,
+        kind="addresses",
+        help="a UDP host cache to ask for hosts (before any GWebCache) when the host cache "
+        "runs dry (repeatable)",
+    )
+    udp: bool = setting(
+        True,
+        kind="bool",
+        flag="--no-udp",
+        help="answer UDP pings on the Gnutella port and ping UDP host caches",
+        flag_help="open no UDP socket (no UDP pings answered, no UDP host cache asked)",
+    )
+    # gtk-gnutella answers one UDP ping per minute per address (pcache.c UDP_PING_FREQ).
+    udp_rate_per_source: float = setting(
+        1 / 60,
+        kind="float",
+        low=0.0001,
+        high=1_000_000.0,
+        help="UDP pings answered per second per source address",
+    )
+    udp_burst_per_source: int = setting(
+        4, **_count(1, 1_000_000, "UDP pings one address may have answered at once")
+    )
+    udp_rate: float = setting(
+        100.0,
+        kind="float",
+        low=0.01,
+        high=1_000_000.0,
+        help="UDP pings answered per second from all addresses together",
+    )
+    udp_burst: int = setting(
+        200, **_count(1, 10_000_000, "UDP pings answered at once from all addresses together")
     )
     user_agent: str = setting("gnurouter/0.1", kind="str", help="User-Agent header value")
     ultrapeer: bool = setting(True, kind="bool", help="act as an ultrapeer (leaves may connect)")
@@ -311,9 +348,49 @@ class RouterConfig:
         flag_help="refuse deflate links",
     )
     flood_tableless_leaves: bool = setting(
+        False,
+        kind="bool",
+        help="a leaf without a QRP table gets every query (else none during "
+        "tableless_leaf_grace, then those at their last hop)",
+    )
+    tableless_leaf_grace: float = setting(
+        20.0,
+        **_seconds(
+            0.0, 3600.0, "a leaf without a QRP table gets no query this long after it joined"
+        ),
+    )
+    dynamic_querying: bool = setting(
         True,
         kind="bool",
-        help="a leaf without a QRP table yet gets every query (else none until it sends one)",
+        flag="--no-dynamic-querying",
+        help="run leaves' queries a few ultrapeers at a time (X-Dynamic-Querying)",
+        flag_help="flood leaves' queries at their TTL (and do not say X-Dynamic-Querying)",
+    )
+    dq_probe_ultrapeers: int = setting(
+        3, **_count(1, 100, "dynamic querying: ultrapeers the first probe goes to")
+    )
+    dq_round_interval: float = setting(
+        3.7, **_seconds(0.05, 600.0, "dynamic querying: time between rounds")
+    )
+    dq_lifetime: float = setting(
+        600.0, **_seconds(1.0, 86_400.0, "dynamic querying: longest a leaf's query runs")
+    )
+    hops_flow: bool = setting(
+        True,
+        kind="bool",
+        flag="--no-hops-flow",
+        help="send Hops-Flow to the neighbours feeding the most queries while overloaded",
+        flag_help="never send Hops-Flow",
+    )
+    hops_flow_delay_target: float = setting(
+        0.100,
+        **_seconds(0.001, 60.0, "Hops-Flow: router-stage queueing delay (p90) that means overload"),
+    )
+    hops_flow_hold: float = setting(
+        2.0, **_seconds(0.1, 600.0, "Hops-Flow: how long overload or recovery lasts before a step")
+    )
+    hops_flow_neighbours: int = setting(
+        3, **_count(1, 10_000, "Hops-Flow: neighbours limited at each step (biggest feeders)")
     )
     qrp_update_interval: float = setting(
         300.0, **_seconds(1.0, 86_400.0, "least time between QRP updates to one ultrapeer")
@@ -412,6 +489,17 @@ class RouterConfig:
     )
     max_handshakes_per_address: int = setting(
         16, **_count(1, 100_000, "of those, from any one IP address")
+    )
+    # None: room for every peer slot and handshake at once (edge/children.py
+    # accept_backlog); the kernel caps it at net.core.somaxconn.
+    listen_backlog: int | None = setting(
+        None,
+        **_count(
+            1,
+            65_535,
+            "connections the kernel holds for us until accepted (default: max peers + handshakes)",
+            nullable=True,
+        ),
     )
     # As gtk-gnutella does after node_tx_flowc_timeout (60 s).
     flow_control_timeout: float = setting(
@@ -557,6 +645,9 @@ class RouterConfig:
                 f"target_peers ({self.target_peers}) cannot exceed max_ultrapeers "
                 f"({self.max_ultrapeers})"
             )
+        for host, port in self.uhc:
+            if port == 0:
+                raise ConfigError(f"uhc: {host}:0 has no port; expected HOST:PORT")
         for url in self.bootstrap:
             if not re.match(r"^https?://[^/\s]+", url):
                 raise ConfigError(f"bootstrap: expected an http:// or https:// URL, got {url!r}")
@@ -643,9 +734,16 @@ def config_from_mapping(
     for raw_name, value in values.items():
         name = raw_name.replace("-", "_")
         if name not in _FIELD_TYPES:
-            raise ConfigError(f"unknown option {raw_name!r}")
+            raise unknown_option(raw_name)
         changes[name] = _coerce(name, value)
     return dataclasses.replace(config, **changes).validate()
+
+
+def unknown_option(raw_name: str, where: str = "") -> ConfigError:
+    """The error for an option that does not exist, with the likely one it was meant to be."""
+    likely = difflib.get_close_matches(raw_name.replace("-", "_"), _FIELD_TYPES, n=1)
+    hint = f" (did you mean {likely[0]!r}?)" if likely else ""
+    return ConfigError(f"{where}unknown option {raw_name!r}{hint}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -660,4 +758,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     router = data.get("router", data)
     if not isinstance(router, dict):
         raise ConfigError(f"config file {path}: [router] must be a table")
+    for key in router:
+        if key.replace("-", "_") not in _FIELD_TYPES:
+            raise unknown_option(key, f"config file {path}: ")
     return router

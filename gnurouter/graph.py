@@ -35,6 +35,7 @@ from gnurouter.config import RouterConfig
 from gnurouter.mesh.handshaking import HandshakePolicy
 from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import PeerTable
+from gnurouter.routing.hopsflow import HopsFlowPolicy
 from gnurouter.routing.router import Router
 from gnurouter.seda.stage import DEFAULT_CLASS, EventHandler, Executor, Sink, Stage
 from gnurouter.stages.catcher import CatcherHandler
@@ -42,9 +43,13 @@ from gnurouter.stages.connection import ConnectionHandler
 from gnurouter.stages.parser import ParserHandler
 from gnurouter.stages.reader import ReaderHandler
 from gnurouter.stages.router import PacketSink, RouterHandler
+from gnurouter.stages.udp import UdpHandler
 
 if TYPE_CHECKING:
     from gnurouter.mesh.bootstrap import GWebCacheBootstrap
+    from gnurouter.mesh.udp import UdpHosts
+    from gnurouter.mesh.uhc import BootstrapChain, UhcBootstrap
+    from gnurouter.stages.udp import DatagramLink
 
 
 @dataclass
@@ -61,7 +66,11 @@ class RouterContext:
     connect: Callable[[tuple[str, int]], None]
     own_addresses: Callable[[], set[tuple[str, int]]]
     conditioning: Conditioning
-    bootstrap: GWebCacheBootstrap | None = None
+    bootstrap: GWebCacheBootstrap | BootstrapChain | None = None
+    #: UDP on the Gnutella port: the decisions, the socket side, the host cache bootstrap.
+    udp: UdpHosts | None = None
+    datagrams: DatagramLink | None = None
+    uhc: UhcBootstrap | None = None
 
 
 #: The sinks a handler is handed, by target stage.  The graph is wired by
@@ -91,8 +100,10 @@ class Edge:
 EXTERNAL_SOURCES = {
     "socket": "bytes and lifecycle of each TCP connection, and its writability",
     "connector": "outgoing connection attempts that failed before a handshake",
-    "timer": "periodic ticks (route cleanup, keepalive, catcher top-up)",
-    "bootstrap": "addresses fetched from GWebCaches",
+    "timer": "periodic ticks (route cleanup, keepalive, dynamic-query rounds, Hops-Flow, "
+    "catcher top-up)",
+    "bootstrap": "addresses fetched from GWebCaches; UDP host cache requests",
+    "datagram": "UDP datagrams on the Gnutella port",
     "shutdown": "the Bye every neighbour gets when the router stops",
     "failure": "the close of a peer whose event a handler could not handle",
 }
@@ -146,6 +157,7 @@ def _router(ctx: RouterContext, sinks: Sinks) -> RouterHandler:
         query_delay=ctx.config.query_delay,
         idle_timeout=3 * ctx.config.keepalive_interval,
         handshake_timeout=ctx.config.handshake_timeout,
+        hops_flow=HopsFlowPolicy.from_config(ctx.config),
     )
 
 
@@ -169,6 +181,12 @@ def _catcher(ctx: RouterContext, sinks: Sinks) -> CatcherHandler:
     )
 
 
+def _udp(ctx: RouterContext, sinks: Sinks) -> UdpHandler:
+    if ctx.udp is None or ctx.datagrams is None:
+        raise ValueError("stage graph: the udp stage needs RouterContext.udp and .datagrams")
+    return UdpHandler(udp=ctx.udp, link=ctx.datagrams, catcher=sinks["catcher"], uhc=ctx.uhc)
+
+
 def _edges(source: str, *edges: tuple[str, tuple[str, ...], str]) -> tuple[Edge, ...]:
     return tuple(Edge(source, target, events, path) for target, events, path in edges)
 
@@ -188,7 +206,8 @@ STAGE_GRAPH: tuple[StageSpec, ...] = (
         "parser",
         _edges(
             "parser",
-            ("router", ("MessageArrived",), "enqueue"),
+            # A peer's FIN travels behind its last messages (see stages/router.py).
+            ("router", ("MessageArrived", "PeerFinished"), "enqueue"),
             ("router", ("PeerJoined", "PeerLeft"), "housekeeping"),
             ("connection", ("SendRaw", "ClosePeer"), "housekeeping"),
             ("catcher", ("HostsLearned", "ConnectFailed", "HostConnected"), "housekeeping"),
@@ -201,7 +220,8 @@ STAGE_GRAPH: tuple[StageSpec, ...] = (
         "router",
         _edges(
             "router",
-            ("connection", ("SendMessages",), "enqueue"),
+            # A half-closed peer's ClosePeer queues behind what was sent to it.
+            ("connection", ("SendMessages", "ClosePeer"), "enqueue"),
             ("connection", ("SendMessages", "ClosePeer"), "housekeeping"),
             ("catcher", ("HostsLearned",), "enqueue"),
         ),
@@ -215,6 +235,12 @@ STAGE_GRAPH: tuple[StageSpec, ...] = (
     ),
     StageSpec("connection", (), _connection, description="per-peer output and closes"),
     StageSpec("catcher", (), _catcher, description="keeps the peer count up"),
+    StageSpec(
+        "udp",
+        _edges("udp", ("catcher", ("HostsLearned",), "housekeeping")),
+        _udp,
+        description="UDP pings and pongs, host cache requests",
+    ),
 )
 
 #: Edges from outside the stages: every way Twisted's side hands a stage an event.
@@ -225,6 +251,8 @@ EXTERNAL_EDGES: tuple[Edge, ...] = (
     Edge("timer", "router", ("Tick",), "housekeeping"),
     Edge("timer", "catcher", ("Tick",), "housekeeping"),
     Edge("bootstrap", "catcher", ("HostsLearned",), "housekeeping"),
+    Edge("bootstrap", "udp", ("AskHostCache",), "housekeeping"),
+    Edge("datagram", "udp", ("DatagramReceived",)),
     Edge("shutdown", "connection", ("ClosePeer",), "housekeeping"),
     Edge("failure", "connection", ("ClosePeer",), "housekeeping"),
 )

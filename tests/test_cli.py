@@ -44,6 +44,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["run", "--query-shed-order", "random"], "invalid choice: 'random'"),
         (["run", "--codel-target", "20 parsecs"], "expected a duration"),
         (["run", "--config", "/nonexistent/gnurouter.toml"], "cannot read config file"),
+        # Files the router writes are tried before it starts, not at every batch.
+        (
+            ["run", "--packet-log", "/nonexistent-dir/packets.log"],
+            "packet_log: cannot write /nonexistent-dir/packets.log: "
+            "directory /nonexistent-dir does not exist",
+        ),
+        (["run", "--record", "/"], "record: cannot write /: it is a directory"),
+        (["run", "--hosts-file", "/nonexistent-dir/hosts"], "hosts_file: cannot write"),
+        (["run", "--packet-log", "/proc/version"], "packet_log: cannot write /proc/version"),
     ],
 )
 def test_bad_options_give_one_error_line_and_exit_2(args: list[str], complaint: str) -> None:
@@ -92,6 +101,35 @@ def test_bad_config_file_values_are_refused(tmp_path: Path, text: str, complaint
     args = build_parser().parse_args(["run", "--config", str(config_file)])
     with pytest.raises(ConfigError, match=re.escape(complaint)):
         config_from_args(args)
+
+
+def test_unknown_config_key_names_the_file_and_the_likely_key(tmp_path: Path) -> None:
+    config_file = tmp_path / "router.toml"
+    config_file.write_text("[router]\nmax_peerz = 3\n")
+    result = run_cli("run", "--config", str(config_file))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"gnurouter: error: config file {config_file}: unknown option 'max_peerz' "
+        "(did you mean 'max_peers'?)\n"
+    )
+
+
+def test_unknown_key_far_from_every_option_gets_no_guess(tmp_path: Path) -> None:
+    config_file = tmp_path / "router.toml"
+    config_file.write_text("[router]\nzzzz = 3\n")
+    args = build_parser().parse_args(["run", "--config", str(config_file)])
+    with pytest.raises(ConfigError) as raised:
+        config_from_args(args)
+    assert str(raised.value) == f"config file {config_file}: unknown option 'zzzz'"
+
+
+def test_start_up_check_leaves_no_file_behind(tmp_path: Path) -> None:
+    from gnurouter.cli import check_written_files
+    from gnurouter.config import RouterConfig
+
+    log_path = tmp_path / "packets.log"
+    check_written_files(RouterConfig(packet_log=str(log_path), record=str(tmp_path / "r.gtrace")))
+    assert list(tmp_path.iterdir()) == []
 
 
 class RouterProcess(protocol.ProcessProtocol):
@@ -171,3 +209,17 @@ def test_tac_file_builds_an_application_holding_the_router_service() -> None:
     collection: Any = service.IServiceCollection(namespace["application"])
     routers = [s for s in collection if isinstance(s, RouterService)]
     assert len(routers) == 1 and routers[0].config.control_listen == ("127.0.0.1", 6347)
+
+
+def test_sigterm_at_once_after_listening_is_a_clean_stop() -> None:
+    """A supervisor may stop the router the moment it says it listens: exit 0, not death by
+    the signal's default action before the handler is in place."""
+    command = [sys.executable, "-m", "gnurouter", "run", "--listen", "127.0.0.1:0"]
+    for _ in range(3):  # the window was short: a few tries
+        router = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        assert router.stderr is not None
+        for line in router.stderr:
+            if "listening on" in line:
+                router.send_signal(signal.SIGTERM)
+                break
+        assert router.wait(timeout=30) == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, protocol, reactor
 
 from gnurouter.edge.servent import DEFAULT_HEADERS
 from gnurouter.graph import EXTERNAL_EDGES, STAGE_GRAPH, describe
@@ -72,7 +72,11 @@ def record_everything(stages: dict[str, Stage]) -> Recorded:
             _inner(event)
 
         stage.enqueue_many = many  # type: ignore[method-assign]
-        stage.enqueue = lambda event, _many=many: not _many([event])  # type: ignore[method-assign]
+
+        def one(event: Any, _many: Any = many) -> bool:
+            return not _many([event])
+
+        stage.enqueue = one  # type: ignore[method-assign]
         stage.enqueue_housekeeping = keep  # type: ignore[method-assign]
     return seen
 
@@ -91,7 +95,7 @@ async def test_every_event_travels_a_declared_edge(start_router: Any) -> None:
     answerer.send(Message.from_body(new_guid(), 1, 0, Pong(6346, "127.0.0.3", 1, 1)))
     # A third neighbour fills the slots; a fourth is refused; garbage is closed.
     # An ultrapeer with a listening address: the catcher hears it is alive.
-    ultrapeer = [(n, "True" if n == "X-Ultrapeer" else v) for n, v in DEFAULT_HEADERS]
+    ultrapeer = [*DEFAULT_HEADERS, ("X-Ultrapeer", "True")]
     third = await join(router, headers=(*ultrapeer, ("Listen-IP", "127.0.0.7:6346")))
     await seen.arrival(("catcher", "HostConnected", "housekeeping"))
     host, port = router.listening_address()
@@ -103,11 +107,18 @@ async def test_every_event_travels_a_declared_edge(start_router: Any) -> None:
     await endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, port), garbage)
     garbage.write(b"NOT GNUTELLA\r\n\r\n")
     await garbage.lost
+    # A UDP ping on the Gnutella port reaches the udp stage.
+    probe = reactor.listenUDP(0, protocol.DatagramProtocol(), interface="127.0.0.1")
+    probe.write(Message.from_body(new_guid(), 1, 0, Ping()).encode(), (host, port))
+    await seen.arrival(("udp", "DatagramReceived", "enqueue"))
+    await probe.stopListening()
     # Timers, an outgoing connection that fails, a neighbour that leaves.
     for stage, tick in (("router", "routes"), ("router", "keepalive"), ("catcher", "catch")):
         router._tick(stage, tick)
     router.connect(("127.0.0.1", 1))
-    third.transport.loseConnection()
+    # ITransport is a zope interface, opaque to mypy.
+    transport: Any = third.transport
+    transport.loseConnection()
     await wait_for(router, lambda: len(router.peers.established()) == 2)
     await seen.arrival(("catcher", "ConnectFailed", "housekeeping"))
     await router.stopService()

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import post_migrate
 
 
@@ -15,3 +16,7 @@ class DashboardConfig(AppConfig):
 
         # Permissions exist only after migrate has run: make the roles then.
         post_migrate.connect(ensure_roles, sender=self, dispatch_uid="dashboard-roles")
+        from dashboard.routers.bootstrap import forget_admin_password
+
+        # The first-run password file lasts until the administrator first signs in.
+        user_logged_in.connect(forget_admin_password, dispatch_uid="dashboard-admin-password")

@@ -8,6 +8,13 @@ latency is measured end to end, after routing, per message type.  Replies are
 real replies: a pong answers a ping this process received, a query hit a
 query, a push names a servent id from a hit; so they travel reverse routes.
 
+Its links are ultrapeer links, as the original's peers were all equals (a
+leaf's own queries would be run by dynamic querying, and a leaf gets no
+relayed pings).  Queries carry the hop counts of relayed traffic, so that a
+router's Hops-Flow means something; with `--honour-hops-flow` the generator
+keeps to it as real servents do, shedding at the source the queries a link
+was asked not to carry (counted in `shed_at_source`).
+
 Run by `gnurouter bench overload`; prints one JSON document on stdout.
 """
 
@@ -25,6 +32,7 @@ from hdrh.histogram import HdrHistogram
 from twisted.internet import defer, task
 
 from gnurouter.edge.servent import ServentProtocol, connect_servent
+from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.messages import (
     Message,
     MessageType,
@@ -37,11 +45,25 @@ from gnurouter.protocol.messages import (
     VendorMessage,
     new_guid,
 )
+from gnurouter.protocol.vendor import HOPS_FLOW, decode_hops_flow
 
 #: Relative weights of the non-query part of the mix (the trace's shares,
 #: pongs over half; see traces/README.md).  Queries take `query_share`.
 TRACE_MIX = {"pong": 0.55, "ping": 0.17, "query-hit": 0.08, "push": 0.02, "vendor": 0.02}
 TIMED_TYPES = ("ping", "pong", "query", "query-hit", "push")
+#: Hop counts of the queries sent, and their weights: traffic a neighbour
+#: relays has come some way (a trace-like spread, most at 1-3 hops).
+QUERY_HOPS = (0, 1, 2, 3, 4)
+QUERY_HOPS_WEIGHTS = (1, 3, 3, 2, 1)
+#: How the generator's links introduce themselves: ultrapeers speaking vendor messages.
+GENERATOR_HEADERS = (
+    ("User-Agent", "gnurouter-loadgen/0.1"),
+    ("X-Ultrapeer", "True"),
+    ("Vendor-Message", "0.1"),
+    ("Pong-Caching", "0.1"),
+    ("GGEP", "0.5"),
+    ("Bye-Packet", "0.1"),
+)
 _NAME: dict[int, str] = {
     MessageType.PING: "ping",
     MessageType.PONG: "pong",
@@ -62,6 +84,7 @@ class LoadGenerator:
         seed: int,
         measure_from: float = 0.0,
         clock: Any = time.monotonic,
+        honour_hops_flow: bool = False,
     ) -> None:
         self.links = links
         self.rate = rate
@@ -87,6 +110,12 @@ class LoadGenerator:
         self.latency = {name: HdrHistogram(1, 60_000_000, 2) for name in TIMED_TYPES}
         self.lateness = HdrHistogram(1, 60_000_000, 2)
         self._next_link = 0
+        self.honour_hops_flow = honour_hops_flow
+        #: The Hops-Flow each link was last sent (absent: none), and how many arrived.
+        self.hops_flow: dict[int, int] = {}
+        self.hops_flow_received = 0
+        #: Queries not sent because their link's Hops-Flow refused their hop count.
+        self.shed_at_source = 0
         for index, link in enumerate(links):
             link.on_message = lambda message, index=index: self.arrived(index, message)
 
@@ -106,6 +135,21 @@ class LoadGenerator:
             self.pending_queries[index].append((message.guid, message.hops))
         elif message.type == MessageType.QUERY_HIT:
             self.servent_ids.append(message.payload[-16:])
+        elif message.type == MessageType.VENDOR:
+            self._vendor(index, message)
+
+    def _vendor(self, index: int, message: Message) -> None:
+        body = message.body()
+        if not isinstance(body, VendorMessage):
+            return
+        if (body.vendor, body.selector) != HOPS_FLOW[:2]:
+            return
+        try:
+            hops = decode_hops_flow(body.data)
+        except ProtocolError:
+            return
+        self.hops_flow_received += 1
+        self.hops_flow[index] = hops
 
     # -- sending ---------------------------------------------------------
 
@@ -118,7 +162,8 @@ class LoadGenerator:
         rnd = self.random
         if kind == "query":
             body = Query(flags=0, criteria=f"load {rnd.randrange(1 << 30)}")
-            return Message.from_body(new_guid(), 2, 0, body), True
+            [hops] = rnd.choices(QUERY_HOPS, QUERY_HOPS_WEIGHTS)
+            return Message.from_body(new_guid(), 2, hops, body), True
         if kind == "ping":
             return Message.from_body(new_guid(), 2, 0, Ping()), True
         if kind == "pong":
@@ -166,6 +211,15 @@ class LoadGenerator:
         for kind in kinds:
             index = self._pick_link()
             message, timed = self._make(kind, index)
+            if (
+                self.honour_hops_flow
+                and message.type == MessageType.QUERY
+                and message.hops >= self.hops_flow.get(index, 256)
+            ):
+                # Asked not to: a real servent never sends it (shed at the source).
+                if measuring:
+                    self.shed_at_source += 1
+                continue
             if measuring and timed:
                 self.sent_at[(message.guid, message.type)] = now
                 self.sent[kind] += 1
@@ -199,13 +253,15 @@ class LoadGenerator:
             "goodput_per_s": sum(self.received.values()) / elapsed if elapsed else 0.0,
             "latency": {name: describe(h) for name, h in self.latency.items()},
             "lateness": describe(self.lateness),
+            "hops_flow_received": self.hops_flow_received,
+            "shed_at_source": self.shed_at_source,
         }
 
 
 async def run(args: argparse.Namespace, reactor: Any) -> dict[str, Any]:
     host, _, port = args.target.rpartition(":")
     links = [
-        await connect_servent(reactor, host, int(port), keep_inbox=False)
+        await connect_servent(reactor, host, int(port), keep_inbox=False, headers=GENERATOR_HEADERS)
         for _ in range(args.connections)
     ]
     period = args.burst / args.rate
@@ -217,6 +273,7 @@ async def run(args: argparse.Namespace, reactor: Any) -> dict[str, Any]:
         query_share=args.query_share,
         seed=args.seed,
         measure_from=start + args.warmup,
+        honour_hops_flow=args.honour_hops_flow,
     )
     bursts = int((args.warmup + args.duration) / period)
 
@@ -252,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=3)
     parser.add_argument("--grace", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--honour-hops-flow",
+        action="store_true",
+        help="keep to the router's Hops-Flow, as real servents do (shed queries at the source)",
+    )
     args = parser.parse_args(argv)
     from twisted.internet import reactor as default_reactor
 

@@ -6,15 +6,19 @@ did), a load generator process (`gnurouter.bench.loadgen`) offers bursts of
 10 packets at the rate, and this driver samples the router's metrics and
 RSS four times a second.  A point that passes the queue or memory limit is
 stopped and reported as collapsed.  Results go to a JSON file, PNG plots and
-docs/results/overload.md, beside the original's published figures.
+a markdown report beside the original's published figures, all under `--out`
+(var/bench/ by default) and nowhere else: the published copy in docs/results/
+changes only with `--publish`, which takes a full run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gnurouter.bench import HOST, router_command
+
 #: The original's published means, ms (ping, query); None: out of memory.
 ORIGINAL: dict[int, dict[str, tuple[float, float] | None]] = {
     100: {"single thread": (13.34, 27.27), "thread governor": (12.63, 27.39)},
@@ -35,10 +41,22 @@ ORIGINAL: dict[int, dict[str, tuple[float, float] | None]] = {
 }
 RATES = (100, 200, 400, 1000, 2000, 5000, 10_000)
 QUICK_RATES = (100, 400, 1000, 10_000)
-POLICIES = ("none", "threshold", "query-filter", "codel", "response-time", "governor", "default")
+#: A policy with this suffix also has the router send Hops-Flow when overloaded,
+#: and the generator honour it as real servents do (queries shed at the source);
+#: every other point runs with Hops-Flow off, as before it existed.
+HOPS_FLOW_SUFFIX = "+hops-flow"
+POLICIES = (
+    "none",
+    "threshold",
+    "query-filter",
+    "codel",
+    "response-time",
+    "governor",
+    "default",
+    "default" + HOPS_FLOW_SUFFIX,
+)
 QUICK_POLICIES = ("none", "governor", "default")
 QUERY_DELAY = "20ms"
-HOST = "127.0.0.1"
 
 
 @dataclass
@@ -57,7 +75,6 @@ class Settings:
     query_share: float
     limits: Limits
     out_dir: Path
-    docs: Path | None
     progress: bool
 
 
@@ -100,18 +117,17 @@ def fetch_metrics(control_port: int) -> dict[str, Any] | None:
         return None
 
 
-def router_command(port: int, control_port: int, policy: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gnurouter",
-        "run",
-        "--listen",
-        f"{HOST}:{port}",
-        "--control",
-        f"{HOST}:{control_port}",
-        "--target-peers",
-        "0",
+def split_policy(policy: str) -> tuple[str, bool]:
+    """(the --conditioning value, whether Hops-Flow is on) of a point's policy."""
+    if policy.endswith(HOPS_FLOW_SUFFIX):
+        return policy[: -len(HOPS_FLOW_SUFFIX)], True
+    return policy, False
+
+
+def overload_router_command(port: int, control_port: int, policy: str) -> list[str]:
+    conditioning, hops_flow = split_policy(policy)
+    return router_command(
+        port,
         "--query-delay",
         QUERY_DELAY,
         "--ping-mode",
@@ -121,10 +137,12 @@ def router_command(port: int, control_port: int, policy: str) -> list[str]:
         "--control-rate-per-peer",
         "0",
         "--conditioning",
-        policy,
+        conditioning,
+        *(() if hops_flow else ("--no-hops-flow",)),
         "--log-level",
         "error",
-    ]
+        control_port=control_port,
+    )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -143,7 +161,7 @@ def run_point(policy: str, rate: int, settings: Settings, duration: float) -> di
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("GNUROUTER_CONTROL_TOKEN", None)
     router = subprocess.Popen(
-        router_command(port, control_port, policy),
+        overload_router_command(port, control_port, policy),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -153,7 +171,8 @@ def run_point(policy: str, rate: int, settings: Settings, duration: float) -> di
     loadgen: subprocess.Popen[bytes] | None = None
     try:
         wait_listening(port, router)
-        warmup = settings.warmup if policy in ("governor", "default", "all") else 0.0
+        conditioning, hops_flow = split_policy(policy)
+        warmup = settings.warmup if conditioning in ("governor", "default", "all") else 0.0
         loadgen = subprocess.Popen(
             [
                 sys.executable,
@@ -169,6 +188,7 @@ def run_point(policy: str, rate: int, settings: Settings, duration: float) -> di
                 str(warmup),
                 "--query-share",
                 str(settings.query_share),
+                *(("--honour-hops-flow",) if hops_flow else ()),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -214,6 +234,7 @@ def run_point(policy: str, rate: int, settings: Settings, duration: float) -> di
         if final is not None:
             stage = final["stages"]["router"]
             point["router_drops"] = stage["drops"]
+            point["hops_flow"] = final["router"].get("hops_flow")
             point["conditioning"] = {
                 key: value
                 for key, value in final["conditioning"].items()
@@ -286,8 +307,9 @@ def original_table(results: list[dict[str, Any]]) -> list[str]:
 def full_table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| policy | pkt/s | ping mean/p99 | pong p99 | query mean/p99 | hit p99 | goodput/s | "
-        "non-query lost | queries shed | peak queue | threads | peak RSS MB | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "non-query lost | queries shed | shed at source | peak queue | threads | peak RSS MB "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in results:
         load = point.get("load") or {}
@@ -304,6 +326,7 @@ def full_table(results: list[dict[str, Any]]) -> list[str]:
             f"| {fmt(latency(point, 'query'))} / {fmt(latency(point, 'query', 'p99_ms'))} "
             f"| {fmt(latency(point, 'query-hit', 'p99_ms'))} "
             f"| {fmt(load.get('goodput_per_s'), 0)} | {lost if load else '-'} | {shed} "
+            f"| {load.get('shed_at_source', '-') if load else '-'} "
             f"| {point['peak_queue']} | {point['max_threads']} | {point['peak_rss_mb']:.0f} "
             f"| {describe_point(point)} |"
         )
@@ -520,8 +543,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_from_args(parser.parse_args(argv))
 
 
+#: Where `--publish` copies the report and its plots (committed; the README links them).
+PUBLISHED = Path("docs/results")
+#: Seconds per point: (full run, --quick).
+DURATION = (4.0, 3.0)
+WARMUP = (4.0, 2.0)
+SETTLE = (25.0, 0.0)
+
+
+def publish(out_dir: Path, published: Path = PUBLISHED) -> list[Path]:
+    """Copy a run's report and plots from `out_dir` to the published results."""
+    published.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "overload.md", *sorted(out_dir.glob("*.png"))]
+    return [Path(shutil.copy2(path, published / path.name)) for path in files]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="4 rates x 3 policies, about a minute")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 rates x 3 policies: 12 router runs, 1.5 to 3 minutes on a 2-core machine "
+        "(the full grid: 49 runs and the governor's settling)",
+    )
     parser.add_argument(
         "--rates", help="comma-separated packets/s (default: the original's and beyond)"
     )
@@ -529,17 +572,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policies",
         help="';'-separated --conditioning values, e.g. 'none;governor;priority,codel'",
     )
-    parser.add_argument("--duration", type=float, help="measured seconds per point")
-    parser.add_argument("--warmup", type=float, help="unmeasured seconds before governed points")
     parser.add_argument(
-        "--settle", type=float, help="seconds of the governor-settling run (0: skip)"
+        "--duration",
+        type=float,
+        help=f"measured seconds per point (default: {DURATION[0]:g}; --quick: {DURATION[1]:g})",
     )
-    parser.add_argument("--query-share", type=float, default=0.15)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help=f"unmeasured seconds before governed points (default: {WARMUP[0]:g}; "
+        f"--quick: {WARMUP[1]:g})",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        help=f"seconds of the governor-settling run, 0 to skip (default: {SETTLE[0]:g}; "
+        f"--quick: {SETTLE[1]:g})",
+    )
+    parser.add_argument(
+        "--query-share",
+        type=float,
+        default=0.15,
+        help="share of queries in the offered packets (default: %(default)s, the original's)",
+    )
     parser.add_argument("--queue-limit", type=int, default=20_000, help="collapse: router queue")
     parser.add_argument("--rss-limit", type=float, default=1024.0, help="collapse: router RSS, MB")
-    parser.add_argument("--out", default="var/bench", help="where JSON and plots go")
     parser.add_argument(
-        "--docs", default="docs/results/overload.md", help="markdown report ('' to skip)"
+        "--out",
+        default="var/bench",
+        help="where the JSON, the plots and the markdown report go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"also copy the report and plots to {PUBLISHED}/ (the committed results); "
+        "only with the full default grid",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -561,15 +628,24 @@ def run_from_args(args: argparse.Namespace) -> int:
         from gnurouter.config import parse_policies
 
         for policy in policies:
-            parse_policies(policy)
+            parse_policies(split_policy(policy)[0])
         if not 0.0 < args.query_share < 1.0:
             raise ValueError("query share must be between 0 and 1")
+        if args.publish and (args.quick or args.rates or args.policies):
+            raise ValueError("--publish takes a full run: no --quick, --rates or --policies")
     except ValueError as error:
         print(f"gnurouter: error: {error}", file=sys.stderr)
         return 2
-    duration = args.duration if args.duration else (3.0 if args.quick else 4.0)
-    warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
-    settle = args.settle if args.settle is not None else (0.0 if args.quick else 25.0)
+    if importlib.util.find_spec("matplotlib") is None:  # before minutes of measuring
+        print(
+            "gnurouter: error: the overload benchmark draws its plots with matplotlib: "
+            ".venv/bin/pip install -e '.[bench]' (scripts/setup --test installs it)",
+            file=sys.stderr,
+        )
+        return 2
+    duration = args.duration if args.duration else DURATION[args.quick]
+    warmup = args.warmup if args.warmup is not None else WARMUP[args.quick]
+    settle = args.settle if args.settle is not None else SETTLE[args.quick]
     settings = Settings(
         rates=rates,
         policies=policies,
@@ -579,19 +655,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         query_share=args.query_share,
         limits=Limits(queue=args.queue_limit, rss_mb=args.rss_limit),
         out_dir=Path(args.out),
-        docs=Path(args.docs) if args.docs else None,
         progress=sys.stderr.isatty(),
     )
     outcome = run(settings)
     results = outcome["results"]
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / "overload.json").write_text(json.dumps(outcome, indent=1))
-    plot_dir = settings.docs.parent if settings.docs else settings.out_dir
-    plots = plot(results, outcome["settle"], plot_dir)
-    if settings.docs:
-        write_markdown(
-            settings.docs, results, outcome["settle"], plots, outcome["machine"], settings
-        )
+    plots = plot(results, outcome["settle"], settings.out_dir)
+    report = settings.out_dir / "overload.md"
+    write_markdown(report, results, outcome["settle"], plots, outcome["machine"], settings)
+    published = publish(settings.out_dir) if args.publish else []
     if args.json:
         json.dump(outcome, sys.stdout)
         return 0
@@ -606,7 +679,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             f"(Little's law n = {s['littles_n']:.2f}, measured busy threads {s['busy_threads']})"
         )
     listed = ", ".join(str(p) for p in plots)
-    print(f"\nresults: {settings.out_dir / 'overload.json'}; plots: {listed}")
+    print(f"\nresults: {settings.out_dir / 'overload.json'}, {report}; plots: {listed}")
+    if published:
+        print(f"published: {', '.join(str(p) for p in published)}")
     return 0
 
 

@@ -16,6 +16,7 @@ from gnurouter.conditioning.classes import OTHER, QUERY, REPLY, ROUTER_CLASSES
 from gnurouter.conditioning.clogged import OutputQueueLimits
 from gnurouter.conditioning.codel import CoDel, CoDelPolicy
 from gnurouter.conditioning.governor import ThreadGovernor
+from gnurouter.conditioning.ordering import DependentMessages, is_control_event, is_control_send
 from gnurouter.conditioning.query_filter import QueryFilter
 from gnurouter.conditioning.response_time import ResponseTimeController
 from gnurouter.conditioning.thresholds import QueueThreshold
@@ -66,6 +67,12 @@ class Conditioning:
         config = self.config
         self.router_stage = stages["router"]
         self.router_stage.classify = self._classify
+        # Control traffic is never refused by a threshold (bounded per peer
+        # upstream); replies never overtake what they answer.
+        self.router_stage.guaranteed = is_control_event
+        self.router_stage.ordering = DependentMessages()
+        if "connection" in stages:
+            stages["connection"].guaranteed = is_control_send
         for name, stage in stages.items():
             if name in stream_stages:
                 continue

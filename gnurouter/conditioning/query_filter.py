@@ -16,7 +16,7 @@ from typing import Protocol, cast
 
 from gnurouter.conditioning.classes import QUERY
 from gnurouter.config import SHED_ORDERS
-from gnurouter.protocol.messages import Message
+from gnurouter.protocol.messages import Message, MessageType
 from gnurouter.seda.stage import E, Stage
 
 
@@ -74,7 +74,12 @@ class QueryFilter:
         if self.order == "oldest":
             return (
                 None
-                if stage.evict(QUERY, _oldest, self.shed_reason) is not None
+                if stage.evict(
+                    QUERY,
+                    lambda queue: _oldest(cast("Sequence[tuple[float, QueuedQuery]]", queue)),
+                    self.shed_reason,
+                )
+                is not None
                 else (self.shed_reason)
             )
         # Only QUERY-class events get here, and the router stage classifies
@@ -99,8 +104,12 @@ class QueryFilter:
         return False
 
 
-def _oldest(queue: Sequence[object]) -> int | None:
-    return 0 if queue else None
+def _oldest(queue: Sequence[tuple[float, QueuedQuery]]) -> int | None:
+    """Index of the oldest queued query (replies held behind queries are not shed here)."""
+    for index, item in enumerate(queue):
+        if item[1].message.type == MessageType.QUERY:
+            return index
+    return None
 
 
 def _highest_hops_above(queue: Sequence[tuple[float, QueuedQuery]], hops: int) -> int | None:
@@ -112,8 +121,9 @@ def _highest_hops_above(queue: Sequence[tuple[float, QueuedQuery]], hops: int) -
     best_index = None
     best_hops = hops
     for index in range(len(queue) - 1, -1, -1):
-        candidate_hops = queue[index][1].message.hops
-        if candidate_hops > best_hops:
+        message = queue[index][1].message
+        candidate_hops = message.hops
+        if candidate_hops > best_hops and message.type == MessageType.QUERY:
             best_hops = candidate_hops
             best_index = index
     return best_index

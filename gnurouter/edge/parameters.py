@@ -30,6 +30,8 @@ LIVE_RULES = (
     "ping_mode",
     "flood_tableless_leaves",
     "qrp_update_interval",
+    "tableless_leaf_grace",
+    "dq_round_interval",
 )
 
 
@@ -88,9 +90,24 @@ def register_parameters(router: RouterView, control: ControlAPI) -> None:
         attribute_parameter("catcher.target_peers", "target_peers", catcher_handler, "target_peers")
     )
     control_params.extend(_live_network_parameters(router, catcher_handler))
+    control_params.extend(_hops_flow_parameters(router_handler))
     for parameter in control_params:
         control.register(parameter)
     router.conditioning.register(control)
+
+
+def _hops_flow_parameters(router_handler: RouterHandler) -> list[Parameter]:
+    """The Hops-Flow policy (see gnurouter/routing/hopsflow.py), read on every look."""
+    policy = router_handler.hops_flow.policy
+    return [
+        attribute_parameter(f"hops_flow.{name}", setting, policy, name)
+        for name, setting in (
+            ("enabled", "hops_flow"),
+            ("delay_target", "hops_flow_delay_target"),
+            ("hold", "hops_flow_hold"),
+            ("neighbours", "hops_flow_neighbours"),
+        )
+    ]
 
 
 def _live_network_parameters(router: RouterView, catcher: CatcherHandler) -> list[Parameter]:

@@ -7,6 +7,7 @@ real TCP peer doing the real 0.6 handshake through the same sans-I/O
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,14 +27,20 @@ from gnurouter.protocol.handshake import (
 )
 from gnurouter.protocol.messages import Message, MessageType, Pong
 
+#: A plain 0.6 servent: no X-Ultrapeer, so a router takes it for an
+#: old-style peer and routes it like an ultrapeer (queries flooded to it per
+#: TTL, pings relayed), as the original's peers all were.  Tests and tools
+#: that want a leaf say so (X-Ultrapeer: False): a leaf's own queries are
+#: run by dynamic querying and it gets no relayed pings.
 DEFAULT_HEADERS = (
     ("User-Agent", "gnurouter-servent/0.1"),
-    ("X-Ultrapeer", "False"),
     ("X-Query-Routing", "0.2"),
     ("Pong-Caching", "0.1"),
     ("GGEP", "0.5"),
     ("Bye-Packet", "0.1"),
 )
+#: A leaf (X-Ultrapeer: False): takes a leaf slot and sends its QRP table.
+LEAF_HEADERS = (*DEFAULT_HEADERS, ("X-Ultrapeer", "False"))
 
 
 class ServentProtocol(protocol.Protocol):
@@ -64,6 +71,8 @@ class ServentProtocol(protocol.Protocol):
         self.refusal: HandshakeRefused | None = None
         self.error: ProtocolError | None = None
         self.wire_in = bytearray()
+        #: When TCP connected (time.monotonic()): a connect's time, apart from its handshake's.
+        self.connected_at: float | None = None
 
     @property
     def _wire(self) -> Any:
@@ -71,6 +80,7 @@ class ServentProtocol(protocol.Protocol):
         return self.transport
 
     def connectionMade(self) -> None:
+        self.connected_at = time.monotonic()
         self._wire.setTcpNoDelay(True)  # as the router does: small messages, no batching delay
         self._wire.write(self.connection.start(self.headers))
 
@@ -153,11 +163,21 @@ class ServentProtocol(protocol.Protocol):
                 return message
 
 
-async def connect_servent(reactor: Any, host: str, port: int, **kwargs: Any) -> ServentProtocol:
-    """Open a link to a router and complete the handshake."""
+async def connect_servent(
+    reactor: Any,
+    host: str,
+    port: int,
+    *,
+    source: str | None = None,
+    timeout: float = 10,
+    **kwargs: Any,
+) -> ServentProtocol:
+    """Open a link to a router (from local address `source`, if given); complete the handshake."""
     servent = ServentProtocol(**kwargs)
-    await endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, port), servent)
+    bind = (source, 0) if source is not None else None
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, bindAddress=bind)
+    await endpoints.connectProtocol(endpoint, servent)
     established = servent.established
-    established.addTimeout(10, reactor)
+    established.addTimeout(timeout, reactor)
     await established
     return servent

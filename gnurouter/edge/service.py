@@ -19,29 +19,42 @@ from twisted.internet import defer, task
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.policies import Conditioning
 from gnurouter.config import ConfigError, RouterConfig
-from gnurouter.edge.children import Every, ListeningPort, Retimed
+from gnurouter.edge.children import Every, ListeningPort, Retimed, accept_backlog, listening_port
 from gnurouter.edge.network import GnutellaFactory, OutgoingFactory
 from gnurouter.edge.parameters import register_parameters
+from gnurouter.edge.udp import UdpPorts
 from gnurouter.graph import STAGE_GRAPH, RouterContext, build_stages, inlet
 from gnurouter.mesh.bootstrap import GWebCacheBootstrap
 from gnurouter.mesh.handshaking import HandshakePolicy, HandshakePool
 from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import Peer, PeerState, PeerTable
+from gnurouter.mesh.udp import OwnHost, UdpHosts, UdpLimits
+from gnurouter.mesh.uhc import BootstrapChain, UhcBootstrap
 from gnurouter.ops.controlweb import control_site
+from gnurouter.ops.lograte import OncePerInterval
 from gnurouter.ops.metrics import router_counters, snapshot, stage_counters
 from gnurouter.ops.packetlog import PacketLog
+from gnurouter.protocol.addresses import format_endpoint
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.protocol.deflate import DEFAULT_INFLATE_LIMITS
 from gnurouter.protocol.handshake import Role
 from gnurouter.protocol.messages import Pong
 from gnurouter.routing.decisions import RoutingRules
+from gnurouter.routing.roles import LEAF, ULTRAPEER
 from gnurouter.routing.router import Router
 from gnurouter.seda.runtime import ReactorExecutor
 from gnurouter.seda.stage import HANDLER_ERROR, Stage
 from gnurouter.seda.stats import MetricsSampler
 from gnurouter.seda.tuning import ControlAPI
 from gnurouter.stages.events import ClosePeer, ConnectFailed, HostsLearned, Tick
-from gnurouter.stages.router import router_class
+from gnurouter.stages.router import (
+    DYNAMIC_QUERY_INTERVAL,
+    DYNAMIC_QUERY_TICK,
+    HOPS_FLOW_INTERVAL,
+    HOPS_FLOW_TICK,
+    router_class,
+)
+from gnurouter.stages.udp import AskHostCache
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,23 @@ class RouterService(service.MultiService):
             enabled=config.bootstrap_enabled,
             deliver=self._bootstrap_hosts,
         )
+        # UDP on the Gnutella port: decisions (mesh/udp.py), socket(s), host cache bootstrap.
+        self._udp_logging = OncePerInterval()
+        self.udp = UdpHosts(
+            self.hosts,
+            self._own_host,
+            UdpLimits(
+                config.udp_rate_per_source,
+                config.udp_burst_per_source,
+                config.udp_rate,
+                config.udp_burst,
+            ),
+            log_refusal=self._udp_refused,
+        )
+        self.udp_ports = UdpPorts(
+            reactor, config.listen[0], lambda: self.listening_address()[1], self._udp_refuse
+        )
+        self.uhc = UhcBootstrap(list(config.uhc) if config.udp else [], request=self._ask_uhc)
         context = RouterContext(
             config=config,
             peers=self.peers,
@@ -109,7 +139,10 @@ class RouterService(service.MultiService):
             connect=self.connect,
             own_addresses=self._own_addresses,
             conditioning=self.conditioning,
-            bootstrap=self.bootstrap,
+            bootstrap=BootstrapChain(self.uhc, self.bootstrap),
+            udp=self.udp,
+            datagrams=self.udp_ports,
+            uhc=self.uhc,
         )
         self.stages: dict[str, Stage[Any]] = build_stages(
             context, self.executor, on_handler_error=self._handler_failed
@@ -117,6 +150,9 @@ class RouterService(service.MultiService):
         self.stream_stages = {spec.name for spec in STAGE_GRAPH if spec.stream}
         self.flow.stages = [self.stages[name] for name in self.stream_stages]
         self.conditioning.attach(self.stages, self.stream_stages)
+        # The socket side checks the udp stage's queue length (a flood is dropped there).
+        inlet(self.stages, "datagram", "udp")
+        self.udp_ports.stage = self.stages["udp"]
         self.sampler = MetricsSampler()
         self.control = ControlAPI()
         register_parameters(self, self.control)
@@ -129,7 +165,13 @@ class RouterService(service.MultiService):
             handshakes=self.handshakes,
         )
         service.MultiService.__init__(self)
-        self._port = ListeningPort(reactor, config.listen, self.factory)
+        self._port = listening_port(
+            reactor,
+            config.listen,
+            self.factory,
+            backlog=config.listen_backlog
+            or accept_backlog(config.max_peers, config.max_handshakes),
+        )
         self._control_port: ListeningPort | None = None
         self._add_children()
         self.recorder: Any = None  # a gnurouter.traces TraceRecorder with --record
@@ -145,6 +187,36 @@ class RouterService(service.MultiService):
     def _bootstrap_hosts(self, hosts: list[tuple[str, int]]) -> None:
         inlet(self.stages, "bootstrap", "catcher").enqueue_housekeeping(
             HostsLearned(hosts, source="gwebcache")
+        )
+
+    def _ask_uhc(self, address: tuple[str, int]) -> None:
+        inlet(self.stages, "bootstrap", "udp").enqueue_housekeeping(AskHostCache(address))
+
+    def _udp_refuse(self, reason: str, source: tuple[str, int], detail: str) -> None:
+        self.udp.refuse(reason, source, detail)
+
+    def _udp_refused(self, reason: str, source: tuple[str, int], detail: str) -> None:
+        """A refused datagram, counted by `UdpHosts`: logged once a minute per reason and host."""
+        if self._udp_logging.allow((reason, source[0]), time.monotonic()):
+            log.warning("UDP %s from %s: %s", reason, format_endpoint(source), detail[:200])
+
+    def _own_host(self) -> OwnHost:
+        """What our UDP pongs say about us."""
+        host, port = self.listening_address()
+        ipv6 = host if ":" in host and host != "::" else None
+        free: dict[str, int | None] = {LEAF: None, ULTRAPEER: None}
+        if self.config.ultrapeer:
+            for role, (taken, limit) in self.policy.slots().items():
+                free[role] = max(0, limit - taken)
+        uptime = time.time() - self.started_at if self.started_at else 0.0
+        return OwnHost(
+            port=port,
+            ipv4=None if ipv6 is not None else self._own_pong().ip,
+            ipv6=ipv6,
+            free_leaf_slots=free[LEAF],
+            free_ultrapeer_slots=free[ULTRAPEER],
+            daily_uptime=int(min(uptime, 86_400)),
+            addresses=frozenset(self._own_addresses()),
         )
 
     def save_hosts(self) -> None:
@@ -213,6 +285,8 @@ class RouterService(service.MultiService):
         """Ports, timers and live-timed controllers: started in this order, stopped in reverse."""
         config = self.config
         self._port.setServiceParent(self)
+        if config.udp:
+            self.udp_ports.setServiceParent(self)
         if config.control_listen is not None:
             self._control_port = ListeningPort(
                 self.reactor, config.control_listen, control_site(self)
@@ -222,6 +296,8 @@ class RouterService(service.MultiService):
             (config.route_cleanup_interval, self._tick, ("router", "routes"), True),
             (config.keepalive_interval, self._tick, ("router", "keepalive"), False),
             (CATCHER_TICK, self._tick, ("catcher", "catch"), True),
+            (DYNAMIC_QUERY_INTERVAL, self._tick, ("router", DYNAMIC_QUERY_TICK), False),
+            (HOPS_FLOW_INTERVAL, self._tick, ("router", HOPS_FLOW_TICK), False),
             (METRICS_TICK, self.sample_metrics, (), True),
         ]
         if config.hosts_file:
@@ -284,6 +360,12 @@ class RouterService(service.MultiService):
 
     def snapshot(self) -> dict[str, Any]:
         data = snapshot(self)
+        data["router"]["udp"] = {
+            **self.udp.snapshot(),
+            "listening": self.udp_ports.address is not None,
+            "host_caches": self.uhc.snapshot(),
+        }
+        data["router"]["host_cache_detail"] = self.hosts.breakdown()
         if self.recorder is not None:
             data["recorder"] = self.recorder.stats()
         return data

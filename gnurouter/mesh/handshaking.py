@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from gnurouter.config import RouterConfig
 from gnurouter.mesh.hostcache import HostCache
 from gnurouter.mesh.peers import Peer, PeerState, PeerTable
-from gnurouter.protocol.addresses import format_endpoint
+from gnurouter.protocol.addresses import format_endpoint, parse_int
 from gnurouter.protocol.handshake import ConnectRequest, Headers, negotiate_encoding
 from gnurouter.routing.roles import LEAF, LEGACY, ULTRAPEER
 
@@ -81,6 +81,22 @@ def peer_features(headers: Headers) -> set[str]:
     if headers.get("X-Query-Routing"):
         features.add("qrp")
     return features
+
+
+#: The headers servents say where they listen in: LimeWire sends Listen-IP,
+#: gtk-gnutella Node (and Listen-IP), older servents X-My-Address.  Every one
+#: is learned: a neighbour is never dialled at any address it gave.
+LISTEN_ADDRESS_HEADERS = ("Listen-IP", "X-My-Address", "Node")
+
+
+def advertised_degree(headers: Headers) -> int | None:
+    """The X-Degree an ultrapeer advertised (its ultrapeer slots), None if absent or bad."""
+    return parse_int(headers.get("X-Degree"), 1, 10_000)
+
+
+def advertised_max_ttl(headers: Headers) -> int | None:
+    """The X-Max-TTL an ultrapeer advertised (the TTL it accepts), None if absent or bad."""
+    return parse_int(headers.get("X-Max-TTL"), 1, 255)
 
 
 class HandshakePool:
@@ -213,11 +229,11 @@ class HandshakePolicy:
             ("X-Query-Routing", "0.2"),
         ]
         if ultrapeer:
-            headers += [
-                ("X-Ultrapeer-Query-Routing", "0.1"),
-                ("X-Dynamic-Querying", "0.1"),
-                ("X-Degree", str(self.degree)),
-            ]
+            headers.append(("X-Ultrapeer-Query-Routing", "0.1"))
+            if self.config.dynamic_querying:
+                # Said only because it is true: leaves leave their querying to us.
+                headers.append(("X-Dynamic-Querying", "0.1"))
+            headers.append(("X-Degree", str(self.degree)))
         headers += [
             ("X-Max-TTL", str(self.advertised_max_ttl)),
             ("Pong-Caching", "0.1"),

@@ -11,7 +11,8 @@ The hosts file is one host per line, ``HOST:PORT`` then optional
     203.0.113.5:6346 seen=1718000000 ok=1717990000 up=1 src=x-try-ultrapeers
     198.51.100.7:6348 seen=1718000100 fail=3 retry=1718003700 src=pong
 
-``seen``: last heard of, ``ok``: last connected to (both Unix time),
+``seen``: last heard of, ``ok``: last connected to, ``ans``: last answered
+a UDP ping itself (all Unix time),
 ``fail``: consecutive failures, ``retry``: not before (Unix time), ``up=1``:
 known ultrapeer, ``src``: where it was first learned.  Plain ``HOST:PORT``
 lines (a hand-written file) load as fresh entries.
@@ -33,7 +34,11 @@ from gnurouter.protocol.addresses import parse_host
 log = logging.getLogger(__name__)
 
 #: Sources that vouch for a host being an ultrapeer.
-ULTRAPEER_SOURCES = frozenset({"x-try-ultrapeers", "handshake-ultrapeer", "gwebcache"})
+ULTRAPEER_SOURCES = frozenset({"x-try-ultrapeers", "handshake-ultrapeer", "gwebcache", "uhc"})
+#: Sources that are the host itself answering us (a solicited UDP pong).
+ANSWERED_SOURCES = frozenset({"udp-pong"})
+#: A host that answered this recently (seconds) is tried before others.
+RECENT_ANSWER = 3600.0
 
 
 @dataclass
@@ -46,6 +51,8 @@ class HostEntry:
     source: str = "pong"
     last_success: float | None = None
     connections: int = 0
+    #: When it last answered us itself (a UDP pong), monotonic.
+    last_answered: float | None = None
 
 
 class HostCache:
@@ -109,12 +116,20 @@ class HostCache:
         if ultrapeer is None:
             ultrapeer = source in ULTRAPEER_SOURCES
         entry.ultrapeer = entry.ultrapeer or ultrapeer
+        if source in ANSWERED_SOURCES:
+            entry.last_answered = now
         self._hosts[address] = entry
         self._bound()
 
-    def add_many(self, addresses: Iterable[tuple[str, int]], *, source: str = "pong") -> None:
+    def add_many(
+        self,
+        addresses: Iterable[tuple[str, int]],
+        *,
+        source: str = "pong",
+        ultrapeer: bool | None = None,
+    ) -> None:
         for address in addresses:
-            self.add(address, source=source)
+            self.add(address, source=source, ultrapeer=ultrapeer)
 
     def failed(self, address: tuple[str, int]) -> None:
         entry = self._hosts.get(address)
@@ -139,10 +154,14 @@ class HostCache:
         if ultrapeer is not None:
             entry.ultrapeer = ultrapeer
 
-    def _rank(self, entry: HostEntry) -> tuple[bool, bool, bool, float]:
+    def answered_recently(self, entry: HostEntry, now: float) -> bool:
+        return entry.last_answered is not None and now - entry.last_answered < RECENT_ANSWER
+
+    def _rank(self, entry: HostEntry) -> tuple[bool, bool, bool, bool, float]:
         return (
             not entry.pinned,
             entry.last_success is None,
+            not self.answered_recently(entry, self._clock()),
             not entry.ultrapeer,
             -entry.last_seen,
         )
@@ -167,16 +186,24 @@ class HostCache:
         )
 
     def sample(
-        self, limit: int, exclude: set[tuple[str, int]] | None = None
+        self,
+        limit: int,
+        exclude: set[tuple[str, int]] | None = None,
+        *,
+        family: int | None = None,
     ) -> list[tuple[str, int]]:
-        """Good hosts to tell others about (X-Try-Ultrapeers): not backing off,
-        ultrapeers and hosts we reached first, then the most recently heard of."""
+        """Good hosts to tell others about (X-Try-Ultrapeers, UDP pongs' IPP): not
+        backing off, ultrapeers and hosts we reached first, then the most recently
+        heard of; only IPv4 (`family` 4) or IPv6 (6) hosts when asked."""
         now = self._clock()
         exclude = exclude or set()
         ready = [
             (address, entry)
             for address, entry in self._hosts.items()
-            if entry.retry_at <= now and entry.failures == 0 and address not in exclude
+            if entry.retry_at <= now
+            and entry.failures == 0
+            and address not in exclude
+            and (family is None or (6 if ":" in address[0] else 4) == family)
         ]
         ready.sort(
             key=lambda item: (
@@ -232,13 +259,14 @@ class HostCache:
             try:
                 seen = float(values.get("seen", wall))
                 ok = float(values["ok"]) if "ok" in values else None
+                answered = float(values["ans"]) if "ans" in values else None
                 failures = int(values.get("fail", 0))
                 retry = float(values.get("retry", 0.0))
             except ValueError:
                 log.warning(
                     "hosts file: %s:%d: bad field values, loading the address only", path, number
                 )
-                seen, ok, failures, retry = wall, None, 0, 0.0
+                seen, ok, failures, retry, answered = wall, None, 0, 0.0, None
             if wall - seen > self.MAX_AGE:
                 continue
             if address in self._hosts or not 0 < address[1] <= 65535:
@@ -250,6 +278,7 @@ class HostCache:
                 ultrapeer=values.get("up") == "1",
                 source=values.get("src", "hosts-file"),
                 last_success=mono - max(0.0, wall - ok) if ok is not None else None,
+                last_answered=mono - max(0.0, wall - answered) if answered is not None else None,
             )
             self._hosts[address] = entry
             loaded += 1
@@ -268,6 +297,8 @@ class HostCache:
             fields = [f"{name}:{port}", f"seen={wall - (mono - entry.last_seen):.0f}"]
             if entry.last_success is not None:
                 fields.append(f"ok={wall - (mono - entry.last_success):.0f}")
+            if entry.last_answered is not None:
+                fields.append(f"ans={wall - (mono - entry.last_answered):.0f}")
             if entry.failures:
                 fields.append(f"fail={entry.failures}")
             if entry.retry_at > mono:
@@ -280,3 +311,14 @@ class HostCache:
         temporary = target.with_name(target.name + ".tmp")
         temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.replace(temporary, target)
+
+    def breakdown(self) -> dict[str, dict[str, int] | int]:
+        """Hosts by the source they were first learned from and by address family."""
+        by_source: dict[str, int] = {}
+        by_family = {"ipv4": 0, "ipv6": 0}
+        answered = 0
+        for (host, _), entry in self._hosts.items():
+            by_source[entry.source] = by_source.get(entry.source, 0) + 1
+            by_family["ipv6" if ":" in host else "ipv4"] += 1
+            answered += entry.last_answered is not None
+        return {"by_source": by_source, "by_family": by_family, "answered": answered}

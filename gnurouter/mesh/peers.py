@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gnurouter.conditioning.clogged import PeerOutputQueue
+from gnurouter.protocol.addresses import format_endpoint
 from gnurouter.protocol.connection import PeerConnection
 from gnurouter.routing.tables import RefusalWindow, TokenBucket
 
@@ -70,6 +71,9 @@ class PeerCounters:
 
 
 _peer_ids = itertools.count(1)  # 0 is routing.LOCAL
+#: Listening addresses kept per peer: real servents give one to three (its
+#: headers and its pong); a peer naming more cannot grow our memory.
+MAX_LISTEN_ADDRESSES = 8
 
 
 class Peer:
@@ -84,15 +88,21 @@ class Peer:
     ) -> None:
         self.id = next(_peer_ids)
         self.address = address
-        self.label = f"{address[0]}:{address[1]}"
+        self.label = format_endpoint(address)  # [v6]:port, unambiguous in logs
         self.link = link
         self.connection = connection
         self.outgoing = outgoing
         self._state = PeerState.HANDSHAKING
+        self._joined = False
         self.connected_at = time.time() if clock is None else clock
         self.last_heard = time.monotonic()
         self.user_agent = ""
+        #: Where it listens: the first address it gave (handshake headers, its
+        #: hops-0 pong), and every one it gave, all excluded from our dials.
         self.listen_address: tuple[str, int] | None = None
+        self.listen_addresses: set[tuple[str, int]] = set()
+        #: The Hops-Flow we asked it to keep to (None: no limit), for the metrics.
+        self.hops_flow_sent: int | None = None
         # "ultrapeer", "leaf" or "legacy" once the handshake says (gnurouter.mesh.handshaking).
         self.role: str | None = None
         # What it said it can do: "vendor-messages", "up-qrp", "qrp".
@@ -129,6 +139,12 @@ class Peer:
         if self._state != PeerState.HANDSHAKING:
             raise LinkStateError(f"peer {self.label}: established while {self._state}")
         self._state = PeerState.ESTABLISHED
+        self._joined = True
+
+    @property
+    def joined(self) -> bool:
+        """Whether it ever was established (the router knows it until it is gone)."""
+        return self._joined
 
     def mark_closing(self) -> None:
         """We asked its socket to close (after what is queued); a closed link stays closed."""
@@ -138,6 +154,13 @@ class Peer:
     def mark_closed(self) -> None:
         """Its socket is gone."""
         self._state = PeerState.CLOSED
+
+    def learn_listen_address(self, address: tuple[str, int]) -> None:
+        """One more address it says it listens at (a header, its own pong)."""
+        if self.listen_address is None:
+            self.listen_address = address
+        if len(self.listen_addresses) < MAX_LISTEN_ADDRESSES:
+            self.listen_addresses.add(address)
 
     def hang_up(self) -> None:
         """A close was decided: ignore what it sends from now on."""
@@ -241,4 +264,5 @@ class PeerTable:
             found.add(peer.address)
             if peer.listen_address is not None:
                 found.add(peer.listen_address)
+            found.update(peer.listen_addresses)
         return found

@@ -56,6 +56,8 @@ def stage_snapshot(
         "processed": stage.counters.processed,
         "batches": stage.counters.batches,
         "handler_errors": stage.counters.handler_errors,
+        "guaranteed": stage.counters.guaranteed,
+        "held_in_order": stage.counters.held_in_order,
         "busy_seconds": round(stage.counters.busy_seconds, 6),
         "arrivals_per_s": sampler.rate(f"stage.{stage.name}.arrivals"),
         "completions_per_s": sampler.rate(f"stage.{stage.name}.completions"),
@@ -141,6 +143,7 @@ def snapshot(service: RouterView) -> dict[str, Any]:
                 "deflate_in": peer.connection.deflate_in,
                 "deflate_out": peer.connection.deflate_out,
                 "drops": dict(peer.counters.drops),
+                "hops_flow_sent": peer.hops_flow_sent,
                 **live,
             }
         )
@@ -177,6 +180,9 @@ def snapshot(service: RouterView) -> dict[str, Any]:
             "refused": dict(service.policy.refused),
             "leaf_guidance_declined": service.policy.leaf_guidance_declined,
             "qrp_errors": routing.qrp_errors,
+            "leaves_without_table": routing.leaves_without_table(),
+            "dynamic_querying": routing.dynamic.snapshot(),
+            "hops_flow": routing.hops_flow.snapshot(),
             "rejected": dict(service.peers.rejected),
             "limits": routing.limit_counters(),
             "handshakes": {
@@ -188,6 +194,8 @@ def snapshot(service: RouterView) -> dict[str, Any]:
             "bootstrap": service.bootstrap.snapshot(),
             "paused_links": service.flow.paused_links,
             "packet_log_lines": service.packet_log.lines_written,
+            "packet_log_write_failures": service.packet_log.write_failures,
+            "packet_log_lines_lost": service.packet_log.lines_lost,
         },
         "stages": stages,
         # The router says what it is made of: the dashboard draws this, never its own copy.

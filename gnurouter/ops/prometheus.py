@@ -60,6 +60,12 @@ _ROUTER_COUNTERS = (
     ("routes_expired", "routes_expired", "routes expired by age"),
     ("routes_evicted", "routes_evicted", "routes evicted because the table was full"),
     ("packet_log_lines", "packet_log_lines", "lines written to the packet log"),
+    (
+        "packet_log_write_failures",
+        "packet_log_write_failures",
+        "packet log writes that failed (disk full, directory gone)",
+    ),
+    ("packet_log_lines_lost", "packet_log_lines_lost", "packet log lines lost to failed writes"),
 )
 
 
@@ -94,6 +100,7 @@ def snapshot_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
     for reason, count in sorted(router["drops"].items()):
         drops.add_metric([reason], count)
     yield drops
+    yield from _neighbourhood_metrics(router)
 
     stages = snap["stages"]
     for key, suffix, text in _STAGE_GAUGES:
@@ -152,6 +159,62 @@ def snapshot_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
         if number is not None:
             parameters.add_metric([parameter], number)
     yield parameters
+
+
+def _neighbourhood_metrics(router: dict[str, Any]) -> Iterator[Metric]:
+    """Leaves without a table, dynamic querying and the Hops-Flow we sent."""
+    if "leaves_without_table" in router:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_leaves_without_table",
+            "leaves that have sent no complete QRP table",
+            value=router["leaves_without_table"],
+        )
+    dynamic = router.get("dynamic_querying")
+    if dynamic is not None:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_dynamic_queries_active",
+            "leaf queries being run by dynamic querying",
+            value=dynamic["active"],
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_dynamic_queries",
+            "leaf queries started by dynamic querying",
+            value=dynamic["launched"],
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_dynamic_query_messages",
+            "query copies and status requests dynamic querying sent",
+            value=dynamic["messages_sent"],
+        )
+        ended = CounterMetricFamily(
+            f"{PREFIX}_dynamic_queries_ended", "leaf queries ended, by why", labels=["outcome"]
+        )
+        for outcome, count in sorted(dynamic["outcomes"].items()):
+            ended.add_metric([outcome], count)
+        yield ended
+    hops_flow = router.get("hops_flow")
+    if hops_flow is not None:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_hops_flow_overloaded",
+            "1 while the router stage's delay is above the Hops-Flow target",
+            value=1.0 if hops_flow["overloaded"] else 0.0,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_hops_flow_sent",
+            "Hops-Flow limits sent to neighbours",
+            value=hops_flow["sent"],
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_hops_flow_lifted", "Hops-Flow limits lifted", value=hops_flow["lifted"]
+        )
+        limits = GaugeMetricFamily(
+            f"{PREFIX}_hops_flow_limit",
+            "the Hops-Flow a neighbour was asked to keep to (absent: none)",
+            labels=["peer"],
+        )
+        for peer, hops in sorted(hops_flow["limits"].items()):
+            limits.add_metric([peer], hops)
+        yield limits
 
 
 class SnapshotCollector:

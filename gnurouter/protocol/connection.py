@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gnurouter.protocol.deflate import (
+    DEFAULT_DEFLATE,
     DEFAULT_INFLATE_LIMITS,
     DEFAULT_MAX_INFLATE_CHUNK,
     Deflater,
@@ -84,6 +85,9 @@ class PeerConnection:
         self._inflate_limits = inflate_limits
         self._inflater: Inflater | None = None
         self._deflater: Deflater | None = None
+        #: How our side of a deflated link compresses: set before the
+        #: handshake completes (the parser picks LEAF_DEFLATE for leaves).
+        self.deflate_settings = DEFAULT_DEFLATE
         self._established = False
         self._streaming = False
         self._failed: ProtocolError | None = None
@@ -157,7 +161,7 @@ class PeerConnection:
         if result.deflate_in:
             self._inflater = Inflater(self._max_inflate_chunk, InflateBudget(self._inflate_limits))
         if result.deflate_out:
-            self._deflater = Deflater()
+            self._deflater = Deflater(self.deflate_settings)
 
     # -- input ---------------------------------------------------------------
 

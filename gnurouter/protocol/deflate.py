@@ -15,6 +15,12 @@ keep that in proportion (`InflateLimits`, enforced by `InflateBudget`):
 * the compression ratio sustained over a window of inflated bytes;
 * inflated bytes per second, a token bucket fed with the caller's clock
   (`now`; nothing in this package reads a clock).
+
+Deflating is where a link costs the most memory: zlib's compressor holds
+(1 << (window_bits + 2)) + (1 << (memory_level + 9)) bytes, 256 KiB at its
+defaults, per link.  `DeflateSettings` chooses them per link
+(`LEAF_DEFLATE` for the many leaves, as gtk-gnutella does); the inflater
+must keep the full 32 KiB window, since the peer chooses its own.
 """
 
 from __future__ import annotations
@@ -182,13 +188,44 @@ class InflateBudget:
                 )
 
 
+@dataclass(frozen=True, slots=True)
+class DeflateSettings:
+    """zlib's compressor settings for one link (see `deflateInit2`)."""
+
+    level: int = zlib.Z_DEFAULT_COMPRESSION
+    window_bits: int = zlib.MAX_WBITS
+    memory_level: int = 8  # zlib's DEF_MEM_LEVEL
+
+    def __post_init__(self) -> None:
+        if not 9 <= self.window_bits <= zlib.MAX_WBITS:
+            raise ValueError(f"window_bits must be 9..{zlib.MAX_WBITS}, got {self.window_bits}")
+        if not 1 <= self.memory_level <= 9:
+            raise ValueError(f"memory_level must be 1..9, got {self.memory_level}")
+
+    @property
+    def nbytes(self) -> int:
+        """The compressor's memory, as zlib.h states it."""
+        return (1 << (self.window_bits + 2)) + (1 << (self.memory_level + 9))
+
+
+#: zlib's defaults: 256 KiB per link, for ultrapeer links (a few dozen).
+DEFAULT_DEFLATE = DeflateSettings()
+#: Ultrapeer to leaf: gtk-gnutella's "reduced" compressor (tx_deflate.c:
+#: window 14 bits, memory level 6, default level), 96 KiB instead of 256 KiB.
+#: A leaf gets only the queries its table matches, so a smaller window
+#: costs little ratio, and there are hundreds or thousands of leaves.
+LEAF_DEFLATE = DeflateSettings(window_bits=14, memory_level=6)
+
+
 class Deflater:
     """Compresses one direction of a link; every `compress()` ends with a sync flush."""
 
     __slots__ = ("_compressor",)
 
-    def __init__(self, level: int = zlib.Z_DEFAULT_COMPRESSION) -> None:
-        self._compressor = zlib.compressobj(level)
+    def __init__(self, settings: DeflateSettings = DEFAULT_DEFLATE) -> None:
+        self._compressor = zlib.compressobj(
+            settings.level, zlib.DEFLATED, settings.window_bits, settings.memory_level
+        )
 
     def compress(self, data: bytes) -> bytes:
         compressor = self._compressor

@@ -8,6 +8,7 @@ Decoding undoes COBS before inflating, as the document requires.
 
 from __future__ import annotations
 
+import ipaddress
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -260,3 +261,72 @@ def parse_extension_area(data: bytes) -> ExtensionArea:
         else:
             other.append(item)
     return ExtensionArea(tuple(urns), tuple(ggep), tuple(xml), tuple(other))
+
+
+# -- typed payloads of the extensions pings and pongs carry ----------------------
+# As gtk-gnutella writes and reads them (src/core/ggep_type.c, pcache.c,
+# ggep_type.h).  "IPP" and "IPP6" pack addresses: the IP in network order,
+# then the port little-endian (host_ip_port_poke); "DU" is a little-endian
+# integer with its high zero bytes left out (ggep_vlint_encode); "VC" is a
+# 4-letter vendor code and a version byte; "UP" the X-Query-Routing version,
+# free leaf slots and free ultrapeer slots, one byte each; "6" an IPv6 address.
+
+#: "SCP" flag bits (ggep_type.h): the pinger is an ultrapeer (wants ultrapeer
+#: slots), supports TLS, also wants IPv6 addresses, wants no IPv4 addresses.
+SCP_F_ULTRA = 0x01
+SCP_F_TLS = 0x02
+SCP_F_IPV6 = 0x04
+SCP_F_NO_IPV4 = 0x08
+
+IPP_ENTRY_LENGTH = 6
+IPP6_ENTRY_LENGTH = 18
+#: "DU" holds a 32-bit number of seconds (ggept_du_extract: 1 to 4 bytes).
+MAX_VLINT_BYTES = 4
+
+
+def pack_addresses(addresses: Iterable[tuple[str, int]], *, ipv6: bool) -> bytes:
+    """IPv4 (or IPv6) endpoints packed as "IPP" (or "IPP6") data; others are skipped."""
+    out = bytearray()
+    for host, port in addresses:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue  # a DNS name cannot be packed
+        if (address.version == 6) != ipv6 or not 0 < port <= 0xFFFF:
+            continue
+        out += address.packed
+        out += port.to_bytes(2, "little")
+    return bytes(out)
+
+
+def unpack_addresses(data: bytes, *, ipv6: bool) -> list[tuple[str, int]]:
+    """ "IPP" / "IPP6" data -> (host, port) pairs; a length that is no whole number
+    of entries raises `ProtocolError` (gtk-gnutella drops such a pong too)."""
+    size = IPP6_ENTRY_LENGTH if ipv6 else IPP_ENTRY_LENGTH
+    if len(data) % size:
+        name = "IPP6" if ipv6 else "IPP"
+        raise ProtocolError(f"GGEP {name} is {len(data)} bytes, not a multiple of {size}")
+    found: list[tuple[str, int]] = []
+    for offset in range(0, len(data), size):
+        raw = data[offset : offset + size - 2]
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address
+        address = ipaddress.IPv6Address(raw) if ipv6 else ipaddress.IPv4Address(raw)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        port = int.from_bytes(data[offset + size - 2 : offset + size], "little")
+        found.append((str(address), port))
+    return found
+
+
+def encode_vlint(value: int) -> bytes:
+    """Little-endian without high zero bytes; 0 is written as one zero byte, since
+    gtk-gnutella's own reader refuses an empty "DU"."""
+    if not 0 <= value < 1 << (8 * MAX_VLINT_BYTES):
+        raise ValueError(f"{value} does not fit in {MAX_VLINT_BYTES} bytes")
+    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "little")
+
+
+def decode_vlint(data: bytes, what: str) -> int:
+    if not 1 <= len(data) <= MAX_VLINT_BYTES:
+        raise ProtocolError(f"GGEP {what} is {len(data)} bytes, expected 1 to {MAX_VLINT_BYTES}")
+    return int.from_bytes(data, "little")

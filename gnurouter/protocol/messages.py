@@ -17,16 +17,20 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Self, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias
 
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.ggep import (
     GGEP_MAGIC,
     ExtensionArea,
     GGEPExtension,
+    decode_vlint,
     encode_ggep,
+    encode_vlint,
+    pack_addresses,
     parse_extension_area,
     parse_ggep,
+    unpack_addresses,
 )
 
 HEADER_LENGTH = 23
@@ -884,3 +888,105 @@ def _make_message(guid: bytes, type_: int, ttl: int, hops: int, payload: bytes) 
     _set_hops(message, hops)
     _set_payload(message, payload)
     return message
+
+
+# -- what pings and pongs say in GGEP: UDP host caches, IPv6 ------------------------
+# gtk-gnutella's pcache.c (build_pong_msg, ping_type, pong_extract_metadata)
+# is the reference: most of the living network runs it.
+
+#: The "UP" version byte: X-Query-Routing 0.2 (pcache.c `local_meta.version_up`).
+UP_VERSION = 0x02
+#: gtk-gnutella caps the daily uptime it advertises at one day.
+MAX_DAILY_UPTIME = 86_400
+#: The legacy IPv4 field of a pong from a host without IPv4 (ipv6-ready.c): the
+#: real address travels in GGEP "6".
+NO_IPV4 = "127.0.0.0"
+_GGEP_IPV6_LENGTH = 16
+
+
+def scp_flags(ping: Ping) -> int | None:
+    """The "SCP" flags of a ping (a host cache request): None without "SCP",
+    0 when it carries no data ("any host", as gtk-gnutella reads it); the first
+    "SCP" counts, as in gtk-gnutella's ping_type()."""
+    for extension in ping.ggep:
+        if extension.id == "SCP":
+            return extension.data[0] if extension.data else 0
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PongInfo:
+    """The GGEP a pong carries about its host and, from a host cache, about others.
+
+    `free_ultrapeer_slots` / `free_leaf_slots` come from "UP" (only an
+    ultrapeer sends it), `daily_uptime` from "DU" (seconds), `vendor` and
+    `vendor_version` from "VC", `ipv6` from "6", `hosts` and `hosts6` from
+    "IPP" and "IPP6".  Extensions this codec does not know are ignored.
+    """
+
+    vendor: bytes | None = None
+    vendor_version: int = 0
+    free_leaf_slots: int | None = None
+    free_ultrapeer_slots: int | None = None
+    daily_uptime: int | None = None
+    ipv6: str | None = None
+    hosts: tuple[tuple[str, int], ...] = ()
+    hosts6: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def ultrapeer(self) -> bool:
+        return self.free_ultrapeer_slots is not None
+
+    def to_ggep(self) -> tuple[GGEPExtension, ...]:
+        """The extensions in gtk-gnutella's order: VC, UP, DU, 6, IPP, IPP6."""
+        out: list[GGEPExtension] = []
+        if self.vendor is not None:
+            if len(self.vendor) != 4:
+                raise ValueError(f"vendor code must be 4 bytes, got {len(self.vendor)}")
+            out.append(GGEPExtension("VC", self.vendor + bytes((self.vendor_version,))))
+        if self.free_ultrapeer_slots is not None:
+            leaves = min(self.free_leaf_slots or 0, 0xFF)
+            ultrapeers = min(self.free_ultrapeer_slots, 0xFF)
+            out.append(GGEPExtension("UP", bytes((UP_VERSION, leaves, ultrapeers))))
+        if self.daily_uptime is not None:
+            uptime = min(self.daily_uptime, MAX_DAILY_UPTIME)
+            out.append(GGEPExtension("DU", encode_vlint(uptime)))
+        if self.ipv6 is not None:
+            out.append(GGEPExtension("6", ipaddress.IPv6Address(self.ipv6).packed))
+        if self.hosts:
+            out.append(GGEPExtension("IPP", pack_addresses(self.hosts, ipv6=False)))
+        if self.hosts6:
+            out.append(GGEPExtension("IPP6", pack_addresses(self.hosts6, ipv6=True)))
+        return tuple(out)
+
+    @classmethod
+    def from_ggep(cls, extensions: Iterable[GGEPExtension]) -> Self:
+        """Read the extensions strictly: a known one with a bad length raises `ProtocolError`."""
+        fields: dict[str, Any] = {}
+        seen: set[str] = set()
+        for extension in extensions:
+            ext_id, data = extension.id, extension.data
+            if ext_id in seen:
+                continue  # the first of each counts
+            seen.add(ext_id)
+            if ext_id == "VC":
+                if len(data) < 4:
+                    raise ProtocolError(f"GGEP VC is {len(data)} bytes, expected 4 or 5")
+                fields["vendor"] = data[:4]
+                fields["vendor_version"] = data[4] if len(data) > 4 else 0
+            elif ext_id == "UP":
+                if len(data) < 3:
+                    raise ProtocolError(f"GGEP UP is {len(data)} bytes, expected 3")
+                fields["free_leaf_slots"] = data[1]
+                fields["free_ultrapeer_slots"] = data[2]
+            elif ext_id == "DU":
+                fields["daily_uptime"] = decode_vlint(data, "DU")
+            elif ext_id == "6":
+                if len(data) != _GGEP_IPV6_LENGTH:
+                    raise ProtocolError(f"GGEP 6 is {len(data)} bytes, expected 16")
+                fields["ipv6"] = str(ipaddress.IPv6Address(data))
+            elif ext_id == "IPP":
+                fields["hosts"] = tuple(unpack_addresses(data, ipv6=False))
+            elif ext_id == "IPP6":
+                fields["hosts6"] = tuple(unpack_addresses(data, ipv6=True))
+        return cls(**fields)

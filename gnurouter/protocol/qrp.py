@@ -35,6 +35,7 @@ import functools
 import re
 import unicodedata
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gnurouter.protocol.errors import ProtocolError
@@ -729,9 +730,14 @@ def build_update(
     return messages
 
 
-def merge_tables(tables: list[QrpTable], bits: int = UP_TABLE_BITS) -> str:
-    """The union of `tables` as a '0'/'1' string of 2**bits slots."""
+def union_mask(tables: Iterable[QrpTable], bits: int = UP_TABLE_BITS) -> int:
+    """The union of `tables` at 2**bits slots, as an int (slot 0 most significant)."""
     mask = 0
     for table in tables:
         mask |= table.folded_mask(bits)
-    return format(mask, f"0{1 << bits}b")
+    return mask
+
+
+def merge_tables(tables: list[QrpTable], bits: int = UP_TABLE_BITS) -> str:
+    """The union of `tables` as a '0'/'1' string of 2**bits slots."""
+    return format(union_mask(tables, bits), f"0{1 << bits}b")

@@ -95,3 +95,38 @@ def decode_hops_flow(data: bytes) -> int:
     if len(data) != 1:
         raise ProtocolError(f"hops flow payload is {len(data)} bytes, expected 1")
     return data[0]
+
+
+# -- leaf guidance for dynamic querying (gtk-gnutella vmsg.c) -------------------
+#
+# Query Status Request (BEAR, selector 11, version 1): an ultrapeer asks the
+# leaf whose query it is running how many results it kept so far; empty
+# payload, and the message's GUID is the query's.  The leaf answers with a
+# Query Status Response (BEAR, 12, 1) under the same GUID: two bytes,
+# little-endian, results kept (at most 0xFFFE); 0xFFFF means "stop this query".
+
+QUERY_STATUS_REQUEST = (b"BEAR", 11, 1)
+QUERY_STATUS_RESPONSE = (b"BEAR", 12, 1)
+#: A Query Status Response's "stop querying for me" value.
+STOP_QUERY = 0xFFFF
+
+_KEPT = struct.Struct("<H")
+
+
+def query_status_request(query_guid: bytes) -> Message:
+    vendor, selector, version = QUERY_STATUS_REQUEST
+    return Message.from_body(query_guid, 1, 0, VendorMessage(vendor, selector, version))
+
+
+def query_status_response(query_guid: bytes, kept: int) -> Message:
+    vendor, selector, version = QUERY_STATUS_RESPONSE
+    body = VendorMessage(vendor, selector, version, _KEPT.pack(min(kept, STOP_QUERY)))
+    return Message.from_body(query_guid, 1, 0, body)
+
+
+def decode_query_status(data: bytes) -> int:
+    """Results kept (or `STOP_QUERY`) from a Query Status Response payload."""
+    if len(data) != _KEPT.size:
+        raise ProtocolError(f"query status payload is {len(data)} bytes, expected {_KEPT.size}")
+    (kept,) = _KEPT.unpack(data)
+    return int(kept)

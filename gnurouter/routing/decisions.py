@@ -53,6 +53,15 @@ class RoutingRules:
     flood_tableless_leaves: bool = _DEFAULTS.flood_tableless_leaves
     #: Least seconds between two QRP updates to one ultrapeer neighbour.
     qrp_update_interval: float = _DEFAULTS.qrp_update_interval
+    #: A leaf without a table gets no query for this long after it joined
+    #: (its table is on its way), then only queries at their last hop.
+    tableless_leaf_grace: float = _DEFAULTS.tableless_leaf_grace
+    #: Run our leaves' queries a few ultrapeers at a time (routing.dynamic)
+    #: rather than flooding them at the leaf's TTL.
+    dynamic_querying: bool = _DEFAULTS.dynamic_querying
+    dq_probe_ultrapeers: int = _DEFAULTS.dq_probe_ultrapeers
+    dq_round_interval: float = _DEFAULTS.dq_round_interval
+    dq_lifetime: float = _DEFAULTS.dq_lifetime
 
     @classmethod
     def from_config(cls, config: RouterConfig) -> RoutingRules:
@@ -71,7 +80,7 @@ class Decision:
     with list factories costs several times more to build.
     """
 
-    __slots__ = ("action", "close", "learned_hosts", "reason", "sends")
+    __slots__ = ("action", "close", "learned_hosts", "reason", "sender_listens_at", "sends")
 
     def __init__(
         self,
@@ -87,6 +96,8 @@ class Decision:
         self.sends: list[tuple[Message, Sequence[int]]] = sends if sends is not None else []
         #: Addresses of servents this message told us about (pongs).
         self.learned_hosts: Sequence[tuple[str, int]] = ()
+        #: Where the sender itself listens (its pong at hops 0): never dial it.
+        self.sender_listens_at: tuple[str, int] | None = None
         #: (Bye code, reason) when the sender must be disconnected for it.
         self.close: tuple[int, str] | None = None
 

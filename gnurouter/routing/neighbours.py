@@ -11,6 +11,7 @@ from gnurouter.protocol.messages import (
 from gnurouter.protocol.qrp import (
     QrpReceiver,
     QrpTable,
+    union_mask,
 )
 from gnurouter.routing.decisions import Decision
 from gnurouter.routing.roles import LEAF
@@ -152,3 +153,65 @@ class PendingQrp:
         self.table: QrpTable | None = None
         #: An unexpected exception applying it (a bug): the caller logs it.
         self.error: Exception | None = None
+
+
+#: Leaves per group of a `MergedTable` are about leaves / MERGE_GROUPS: a
+#: change costs one group's ORs plus MERGE_GROUPS ORs (~sqrt of 2,000 each).
+MERGE_GROUPS = 64
+
+
+class MergedTable:
+    """The union of the leaves' QRP tables at 2**bits slots, kept one leaf at a time.
+
+    What ultrapeers are sent (`Router.merged_table`).  Rebuilding it from every
+    leaf's table whenever one changes costs a fold and an OR per leaf under
+    the routing lock; here leaves sit in `MERGE_GROUPS` groups (by peer id),
+    each group's union is cached, and a change rebuilds its own group's union
+    and ORs the groups: about sqrt(leaves) ORs of 2**bits-bit ints instead of
+    one per leaf.  Memory: one int per group, and the tables themselves are
+    only referenced (each table caches its own fold).
+    """
+
+    __slots__ = ("_dirty", "_group_masks", "_groups", "_merged", "slot_bits")
+
+    def __init__(self, bits: int) -> None:
+        self.slot_bits = bits
+        self._groups: list[dict[int, QrpTable]] = [{} for _ in range(MERGE_GROUPS)]
+        self._group_masks = [0] * MERGE_GROUPS
+        self._dirty: set[int] = set()
+        self._merged: str | None = None
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self._groups)
+
+    def set(self, leaf_id: int, table: QrpTable) -> None:
+        """Leaf `leaf_id` now has `table` (its first, or a new one)."""
+        group = leaf_id % MERGE_GROUPS
+        self._groups[group][leaf_id] = table
+        self._dirty.add(group)
+        self._merged = None
+
+    def remove(self, leaf_id: int) -> None:
+        """Leaf `leaf_id` left (or is no leaf of ours any more)."""
+        group = leaf_id % MERGE_GROUPS
+        if self._groups[group].pop(leaf_id, None) is not None:
+            self._dirty.add(group)
+            self._merged = None
+
+    def mask(self) -> int:
+        """The union as an int (slot 0 most significant)."""
+        bits = self.slot_bits
+        masks = self._group_masks
+        for group in self._dirty:
+            masks[group] = union_mask(self._groups[group].values(), bits)
+        self._dirty.clear()
+        union = 0
+        for value in masks:
+            union |= value
+        return union
+
+    def bits(self) -> str:
+        """The union as a '0'/'1' string (what `build_update` takes), cached until a change."""
+        if self._merged is None:
+            self._merged = format(self.mask(), f"0{1 << self.slot_bits}b")
+        return self._merged

@@ -21,6 +21,7 @@ from gnurouter.protocol.messages import (
     Ping,
     Pong,
     Push,
+    Query,
     QueryHit,
     RouteTablePatch,
     RouteTableReset,
@@ -36,19 +37,29 @@ from gnurouter.protocol.qrp import (
     QrpReceiver,
     QueryKeys,
     build_update,
-    merge_tables,
 )
 from gnurouter.protocol.vendor import (
     HOPS_FLOW,
     MESSAGES_SUPPORTED,
+    QUERY_STATUS_REQUEST,
+    QUERY_STATUS_RESPONSE,
     MessagesSupported,
     decode_hops_flow,
+    decode_query_status,
     vendor_label,
 )
 from gnurouter.routing.decisions import Decision, RoutingRules, _drop
+from gnurouter.routing.dynamic import (
+    DEFAULT_DEGREE,
+    DEFAULT_MAX_TTL,
+    Candidate,
+    DynamicQuerying,
+)
+from gnurouter.routing.hopsflow import HopsFlowController, HopsFlowPolicy
 from gnurouter.routing.neighbours import (
     _UNSOLICITED,
     NO_HOPS_FLOW,
+    MergedTable,
     PeerRouting,
     PendingQrp,
     QrpUpdatePlan,
@@ -56,8 +67,12 @@ from gnurouter.routing.neighbours import (
 from gnurouter.routing.roles import LEAF, LOCAL, ROLES, ULTRAPEER
 from gnurouter.routing.tables import PongCache, RouteTable, TokenBucket, _seen_key
 
-#: The vendor messages we answer, listed in our Messages Supported.
-SUPPORTED_VENDOR_MESSAGES = (HOPS_FLOW,)
+#: The vendor messages we answer, listed in our Messages Supported: leaves
+#: answer Query Status Requests only from ultrapeers that list them.
+SUPPORTED_VENDOR_MESSAGES = (HOPS_FLOW, QUERY_STATUS_REQUEST, QUERY_STATUS_RESPONSE)
+
+#: The GGEP extension a pong carries when its host is an ultrapeer.
+GGEP_ULTRAPEER = "UP"
 
 #: Bye code for a peer cut off for flooding: the Bye-Packet proposal's 4xx
 #: ("the User did something wrong"); there is no dedicated code.
@@ -108,6 +123,7 @@ class Router:
         self.push_routes = RouteTable(rules.route_ttl, rules.route_table_max, rules.route_share_max)
         self.pong_cache = PongCache(rules.pong_cache_size)
         self._peers: set[int] = set()
+        self._leaves: set[int] = set()
         self._info: dict[int, PeerRouting] = {}
         #: Get every query with TTL left, unchecked.
         self._flooded: set[int] = set()
@@ -119,6 +135,8 @@ class Router:
         self._ping_budgets: dict[int, TokenBucket] = {}
         self._last_ping_forward = float("-inf")
         self._merged: str | None = None  # union of the leaves' tables, for our ultrapeers
+        #: The leaves' tables, merged one change at a time (what `_merged` is made of).
+        self._leaf_tables = MergedTable(UP_TABLE_BITS)
         self.qrp_errors = 0
         #: Peers cut off for crossing a limit, by limit ("ping-flood",
         #: "qrp-table-too-large", "qrp-reset-rate", "qrp-update-rate").
@@ -131,6 +149,23 @@ class Router:
         self.defer_qrp = False
         self.qrp_deferred = 0
         self._qrp_pending: list[PendingQrp] = []
+        #: Our leaves' queries, run a few ultrapeers at a time.
+        self.dynamic = DynamicQuerying(
+            probe_ultrapeers=rules.dq_probe_ultrapeers,
+            round_interval=rules.dq_round_interval,
+            lifetime=rules.dq_lifetime,
+        )
+        #: What each ultrapeer neighbour advertised: (X-Degree, X-Max-TTL).
+        self._advertised: dict[int, tuple[int, int]] = {}
+        #: Leaves with no QRP table (and no flood for them): since when, and
+        #: their routing, for the queries that end here (see `_last_hop_leaves`).
+        self._tableless_since: dict[int, float] = {}
+        self._last_hop_only: dict[int, PeerRouting] = {}
+        #: The Hops-Flow limits we asked of our neighbours (the router stage drives it).
+        self.hops_flow = HopsFlowController(HopsFlowPolicy())
+        #: Queries received per neighbour since the caller last took them
+        #: (`take_query_sources`): who feeds us most, for Hops-Flow.
+        self.query_sources: dict[int, int] = {}
 
     # -- neighbours ------------------------------------------------------
 
@@ -148,13 +183,27 @@ class Router:
         *,
         vendor_messages: bool = False,
         up_qrp: bool = False,
+        degree: int | None = None,
+        max_ttl: int | None = None,
     ) -> list[Message]:
-        """Record a new neighbour; returns what to send it first (our Messages Supported)."""
+        """Record a new neighbour; returns what to send it first (our Messages Supported).
+
+        `degree` and `max_ttl` are what an ultrapeer advertised (X-Degree,
+        X-Max-TTL), for dynamic querying's horizon estimates.
+        """
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         info = PeerRouting(peer_id, role, vendor_messages=vendor_messages, up_qrp=up_qrp)
         self._peers.add(peer_id)
         self._info[peer_id] = info
+        if role == LEAF:
+            self._leaves.add(peer_id)
+            self._tableless_since[peer_id] = self._clock()
+        else:
+            self._advertised[peer_id] = (
+                degree if degree is not None else DEFAULT_DEGREE,
+                max_ttl if max_ttl is not None else DEFAULT_MAX_TTL,
+            )
         self._classify(info)
         if role == LEAF:
             self._merged = None
@@ -168,13 +217,20 @@ class Router:
         # Routes through the departed peer stay until they age out; a lookup
         # that lands on them is dropped as "route-gone", which is what it is.
         self._peers.discard(peer_id)
+        self._leaves.discard(peer_id)
         self._ping_budgets.pop(peer_id, None)
         info = self._info.pop(peer_id, None)
         self._flood_targets.clear()
         self._flooded.discard(peer_id)
         self._checked.pop(peer_id, None)
+        self._last_hop_only.pop(peer_id, None)
+        self._tableless_since.pop(peer_id, None)
+        self._advertised.pop(peer_id, None)
+        self.query_sources.pop(peer_id, None)
         if info is not None and info.leaf:
             self._merged = None
+            self._leaf_tables.remove(peer_id)
+            self.dynamic.leaf_left(peer_id, self._clock())
 
     def _classify(self, info: PeerRouting) -> None:
         """Put a neighbour where per-query routing will find it."""
@@ -182,13 +238,22 @@ class Router:
         self._flood_targets.clear()
         self._flooded.discard(peer_id)
         self._checked.pop(peer_id, None)
+        self._last_hop_only.pop(peer_id, None)
         if peer_id not in self._peers:
             return
         limited = info.hops_flow < NO_HOPS_FLOW
         if info.leaf:
-            if info.table is not None or limited:
+            if info.table is not None:
+                self._tableless_since.pop(peer_id, None)
                 self._checked[peer_id] = info
-            elif self.rules.flood_tableless_leaves:
+            elif not self.rules.flood_tableless_leaves:
+                # Its table is on its way, or lost: not every query meanwhile
+                # (see `_last_hop_leaves`).
+                self._tableless_since.setdefault(peer_id, self._clock())
+                self._last_hop_only[peer_id] = info
+            elif limited:
+                self._checked[peer_id] = info
+            else:
                 self._flooded.add(peer_id)
         elif limited or info.table is not None:
             self._checked[peer_id] = info
@@ -202,6 +267,9 @@ class Router:
             table.max_entries = rules.route_table_max
             table.max_share = rules.route_share_max
         self.pong_cache.size = rules.pong_cache_size
+        self.dynamic.probe_ultrapeers = rules.dq_probe_ultrapeers
+        self.dynamic.round_interval = rules.dq_round_interval
+        self.dynamic.lifetime = rules.dq_lifetime
         for info in self._info.values():
             self._classify(info)
         self._merged = None
@@ -232,6 +300,15 @@ class Router:
         for info in self._info.values():
             found[info.role] += 1
         return found
+
+    def leaves_without_table(self) -> int:
+        """Leaves that have sent no complete QRP table (yet, or ever)."""
+        return sum(1 for info in list(self._info.values()) if info.leaf and info.table is None)
+
+    def take_query_sources(self) -> dict[int, int]:
+        """Queries received per neighbour since the last call (and start counting anew)."""
+        sources, self.query_sources = self.query_sources, {}
+        return sources
 
     # -- housekeeping ----------------------------------------------------
 
@@ -264,8 +341,7 @@ class Router:
             if self.rules.flood_tableless_leaves and any(i.table is None for i in leaves):
                 self._merged = "1" * slots
             else:
-                tables = [i.table for i in leaves if i.table is not None]
-                self._merged = merge_tables(tables, UP_TABLE_BITS) if tables else "0" * slots
+                self._merged = self._leaf_tables.bits()
         return self._merged
 
     def qrp_updates(self, now: float | None = None) -> list[tuple[Message, list[int]]]:
@@ -337,7 +413,7 @@ class Router:
         """
         kind = message.type
         if kind == QUERY:
-            return self._route_query(source, message, self._clock() if now is None else now)
+            return self._route_query(source, message, self._clock() if now is None else now, body)
         if kind == QUERY_HIT:
             return self._route_query_hit(source, message, body)
         if kind == PONG:
@@ -373,19 +449,33 @@ class Router:
         ttl, hops = self._next_ttl(message)
         if ttl <= 0:
             return _drop("ttl-expired")
-        targets = [peer for peer in self._peers if peer != source]
+        targets = self._ping_targets(source)
         if not targets:
             return Decision("consumed", "no-other-peers")
         return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
 
-    def _route_query(self, source: int, message: Message, now: float) -> Decision:
+    def _ping_targets(self, source: int) -> list[int]:
+        """Where a relayed ping goes: ultrapeers only, as gtk-gnutella does (a
+        leaf is no hub: it answers for itself, through our keepalives)."""
+        leaves = self._leaves
+        return [peer for peer in self._peers if peer != source and peer not in leaves]
+
+    def _route_query(
+        self, source: int, message: Message, now: float, body: object = None
+    ) -> Decision:
         if message.ttl == 0:
             return _drop("ttl-expired")  # before recording: a dead query holds no route
         if not self.seen.add_if_new(message.guid, source, now):  # _seen_key(guid, QUERY)
             return _drop("duplicate")
+        sources = self.query_sources
+        sources[source] = sources.get(source, 0) + 1
+        if message.hops == 0 and source in self._leaves and self.rules.dynamic_querying:
+            return self._launch_dynamic(source, message, now, body)
         ttl, hops = self._next_ttl(message)
         if not self._checked:  # the common case: nobody needs a look
             if ttl <= 0:
+                if self._last_hop_only:
+                    return self._to_leaves(message, hops, self._last_hop_leaves(source, hops, now))
                 return _drop("ttl-expired")
             flood = self._flood_targets.get(source)
             if flood is None:
@@ -397,6 +487,8 @@ class Router:
         targets = [peer for peer in self._flooded if peer != source] if ttl > 0 else []
         leaves: list[int] = []
         self._checked_targets(source, message, ttl, hops, targets, leaves)
+        if ttl <= 0 and self._last_hop_only:
+            leaves.extend(self._last_hop_leaves(source, hops, now))
         if not targets and not leaves:
             if ttl <= 0:
                 return _drop("ttl-expired")
@@ -404,10 +496,98 @@ class Router:
         if ttl > 0:
             targets.extend(leaves)
             return Decision("forwarded", sends=[(message.forwarded(ttl, hops), targets)])
-        # Expired here, but a leaf is part of this node: it still gets the
-        # query, with TTL 1 since no message may travel with TTL 0 (as
-        # gtk-gnutella's qrt_route_query does).
+        return self._to_leaves(message, hops, leaves)
+
+    @staticmethod
+    def _to_leaves(message: Message, hops: int, leaves: list[int]) -> Decision:
+        """A query whose TTL is spent here, for leaves only."""
+        if not leaves:
+            return _drop("ttl-expired")
+        # A leaf is part of this node: it still gets the query, with TTL 1
+        # since no message may travel with TTL 0 (as gtk-gnutella's
+        # qrt_route_query does).
         return Decision("forwarded", "to-leaves", sends=[(message.forwarded(1, hops), leaves)])
+
+    def _last_hop_leaves(self, source: int, hops: int, now: float) -> list[int]:
+        """Leaves without a QRP table that get a query ending here.
+
+        Not every query (a leaf whose table was lost would get the whole
+        flood: issue 19 measured 76% of leaves reached instead of 1%), and
+        nothing during `tableless_leaf_grace` after it joined (its table is
+        on its way), but a query at its last hop: it would go nowhere else.
+        """
+        grace = self.rules.tableless_leaf_grace
+        since = self._tableless_since
+        return [
+            peer_id
+            for peer_id, info in self._last_hop_only.items()
+            if peer_id != source
+            and now - since.get(peer_id, now) >= grace
+            and hops < info.hops_flow
+        ]
+
+    # -- dynamic querying ------------------------------------------------------
+
+    def _launch_dynamic(self, source: int, message: Message, now: float, body: object) -> Decision:
+        """A leaf's own query: to the matching leaves now, to the ultrapeers a few at a time."""
+        ttl, hops = self._next_ttl(message)
+        ultrapeers: list[int] = []
+        leaves: list[int] = []
+        # TTL 0 here: `_checked_targets` picks only leaves (by QRP), as dq.c's dq_sendto_leaves.
+        self._checked_targets(source, message, 0, hops, ultrapeers, leaves)
+        leaves.extend(p for p in self._flooded if p != source and p in self._leaves)
+        sends: list[tuple[Message, Sequence[int]]] = []
+        if leaves:
+            sends.append((message.forwarded(max(ttl, 1), hops), leaves))
+        query = body if isinstance(body, Query) else Query.decode(message.payload)
+        keys = QueryKeys.from_payload(message.payload)
+        sends.extend(
+            self.dynamic.launch(
+                source,
+                message,
+                sha1=bool(keys.urns),
+                leaf_guided=query.leaf_guided or self._speaks_guidance(source),
+                now=now,
+                candidates=self._candidates(source, keys),
+            )
+        )
+        if not sends:
+            return Decision("consumed", "no-other-peers")
+        return Decision("forwarded", "dynamic-query", sends=sends)
+
+    def _speaks_guidance(self, leaf: int) -> bool:
+        """Whether the leaf listed Query Status Request in its Messages Supported
+        (LimeWire does not flag its queries as leaf-guided, dq.c notes)."""
+        info = self._info.get(leaf)
+        listed = info.supported_vendor_messages if info is not None else None
+        prefix = vendor_label(*QUERY_STATUS_REQUEST).split(" ")[0]
+        return bool(listed) and any(label.split(" ")[0] == prefix for label in listed or ())
+
+    def _candidates(self, leaf: int, keys: QueryKeys) -> list[Candidate]:
+        """The ultrapeer neighbours a leaf's query may go to now, with their QRP verdicts."""
+        found = []
+        advertised = self._advertised
+        for peer_id, info in list(self._info.items()):
+            # Our copy arrives with hops 1: a Hops-Flow of 1 or less refuses it.
+            if info.leaf or peer_id == leaf or info.closing or info.hops_flow <= 1:
+                continue
+            degree, max_ttl = advertised.get(peer_id, (DEFAULT_DEGREE, DEFAULT_MAX_TTL))
+            table = info.table
+            matches = None if table is None else table.matches(keys)
+            found.append(Candidate(peer_id, degree, max_ttl, matches))
+        return found
+
+    def dynamic_query_rounds(self, now: float | None = None) -> list[tuple[Message, list[int]]]:
+        """The next step of every leaf query that is due one (call it a few times a second)."""
+        now = self._clock() if now is None else now
+        sends: list[tuple[Message, list[int]]] = []
+        for query in self.dynamic.due(now):
+            keys = QueryKeys.from_payload(query.message.payload)
+            for message, targets in self.dynamic.advance(
+                query, now, self._candidates(query.leaf, keys)
+            ):
+                sends.append((message, list(targets)))
+        return sends
 
     def _checked_targets(
         self,
@@ -544,6 +724,7 @@ class Router:
                 self._classify(info)
                 if info.leaf:
                     self._merged = None
+                    self._leaf_tables.set(info.id, item.table)
 
     def _route_vendor(self, source: int, message: Message, body: object) -> Decision:
         info = self._info.get(source)
@@ -573,8 +754,26 @@ class Router:
             info.hops_flow = hops
             self._classify(info)
             return Decision("consumed", "hops-flow")
+        if key[:2] == QUERY_STATUS_RESPONSE[:2]:
+            return self._query_status(source, message, vendor_message)
         # Unknown to us: ignored, never forwarded, and no reason to close the link.
         return Decision("consumed", "vendor-ignored")
+
+    def _query_status(
+        self, source: int, message: Message, vendor_message: VendorMessage
+    ) -> Decision:
+        """A leaf's word on a query we run for it: results kept, or "stop"."""
+        try:
+            kept = decode_query_status(vendor_message.data)
+        except ProtocolError:
+            return _drop("vendor-malformed")
+        now = self._clock()
+        query = self.dynamic.status(message.guid, source, kept, now)
+        if query is None:
+            return Decision("consumed", "query-status")
+        keys = QueryKeys.from_payload(query.message.payload)
+        sends = self.dynamic.advance(query, now, self._candidates(source, keys))
+        return Decision("forwarded" if sends else "consumed", "query-status", sends=sends)
 
     def _route_ping(self, source: int, message: Message) -> Decision:
         rules = self.rules
@@ -599,7 +798,10 @@ class Router:
         is_keepalive = message.hops == 0 and message.ttl <= 1
         if not is_keepalive:
             for cached in self.pong_cache.fresh(
-                now, exclude_peer=source, limit=rules.pongs_per_ping
+                now,
+                exclude_peer=source,
+                limit=rules.pongs_per_ping,
+                ultrapeers_only=source in self._leaves,
             ):
                 pong = Message.from_body(message.guid, reply_ttl, cached.hops, cached.pong)
                 replies.append((pong, to_source))
@@ -609,7 +811,7 @@ class Router:
         ttl, hops = self._next_ttl(message)
         if ttl > 0 and now - self._last_ping_forward >= rules.ping_refresh_interval:
             self._last_ping_forward = now
-            targets = [peer for peer in self._peers if peer != source]
+            targets = self._ping_targets(source)
             if targets:
                 decision.sends.append((message.forwarded(ttl, hops), targets))
         return decision
@@ -662,8 +864,16 @@ class Router:
             # Not an answer to any ping we saw: neither the pong cache nor
             # the host cache takes it (both are shared by every peer).
             return decision
-        self.pong_cache.add(pong, message.hops + 1, source, self._clock())
-        if pong.port and pong.ip != "0.0.0.0":
+        usable = pong.port and pong.ip != "0.0.0.0"
+        if usable and message.hops == 0:
+            # The neighbour's own pong: where it listens (never dial it while it is here).
+            decision.sender_listens_at = (pong.ip, pong.port)
+        if source in self._leaves:
+            # A leaf is no ultrapeer candidate, and its pong is for no one else.
+            return decision
+        ultrapeer = message.hops == 0 or any(ext.id == GGEP_ULTRAPEER for ext in pong.ggep)
+        self.pong_cache.add(pong, message.hops + 1, source, self._clock(), ultrapeer=ultrapeer)
+        if usable:
             decision.learned_hosts = [(pong.ip, pong.port)]
         return decision
 
@@ -677,6 +887,9 @@ class Router:
             else QueryHit.servent_id_of(message.payload)
         )
         self.push_routes.set(servent_id, source, self._clock())
+        if self.dynamic.active and decision.sends:
+            # A hit for a query we run for a leaf: counted on its way back.
+            self.dynamic.hits(message.guid, decision.sends[0][1][0], message.payload[0])
         return decision
 
     def _route_push(self, source: int, message: Message, body: object) -> Decision:

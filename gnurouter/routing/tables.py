@@ -183,6 +183,8 @@ class CachedPong:
     hops: int
     seen: float
     from_peer: int
+    #: Whether its host is an ultrapeer (GGEP "UP", or our ultrapeer neighbour itself).
+    ultrapeer: bool = False
 
 
 class PongCache:
@@ -196,19 +198,25 @@ class PongCache:
     def __len__(self) -> int:
         return len(self._pongs)
 
-    def add(self, pong: Pong, hops: int, from_peer: int, now: float) -> None:
+    def add(
+        self, pong: Pong, hops: int, from_peer: int, now: float, *, ultrapeer: bool = False
+    ) -> None:
         key = (pong.ip, pong.port)
         self._pongs.pop(key, None)
-        self._pongs[key] = CachedPong(pong, hops, now, from_peer)
+        self._pongs[key] = CachedPong(pong, hops, now, from_peer, ultrapeer)
         while len(self._pongs) > self.size:
             self._pongs.popitem(last=False)
 
-    def fresh(self, now: float, *, exclude_peer: int, limit: int) -> list[CachedPong]:
+    def fresh(
+        self, now: float, *, exclude_peer: int, limit: int, ultrapeers_only: bool = False
+    ) -> list[CachedPong]:
+        """The freshest pongs not learned from `exclude_peer` (a leaf asks for
+        ultrapeers only: it can connect to nothing else)."""
         chosen: list[CachedPong] = []
         for cached in reversed(self._pongs.values()):
             if len(chosen) >= limit or now - cached.seen > self.max_age:
                 break
-            if cached.from_peer != exclude_peer:
+            if cached.from_peer != exclude_peer and (cached.ultrapeer or not ultrapeers_only):
                 chosen.append(cached)
         return chosen
 

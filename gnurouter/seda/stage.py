@@ -15,6 +15,14 @@ admission (`admission`, before an event joins a queue) and dequeue
 (`dequeue_policies`, when it leaves, which is where sojourn-time policies
 such as CoDel act).
 
+Two more hooks keep the classes honest.  `guaranteed` names events that no
+admission policy may refuse (control traffic: they are bounded per peer
+upstream, as timers are by their count).  `ordering` names events that must
+not overtake another (a query hit the query it answers): such an event is
+queued behind the one it depends on, in that one's class, instead of
+jumping ahead in its own, and is not handed to a second thread while the
+one it depends on is still being handled.
+
 Scheduling is delegated to an `Executor` so this module stays free of Twisted:
 the runtime in `gnurouter.seda.runtime` supplies one backed by the reactor and
 its thread pool.
@@ -29,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Generic, Never, Protocol, TypeVar
+from typing import Generic, Never, Protocol, TypeVar, cast
 
 from gnurouter.seda.stats import LatencyHistogram
 
@@ -93,6 +101,24 @@ class DequeuePolicy(Protocol[E]):
     ) -> str | None: ...
 
 
+class Ordering(Protocol[E_contra]):
+    """Which events must not overtake which, for a stage with priority classes.
+
+    Events of `held_class` (served after others: queries) `provide` a key
+    while they are queued or being handled; an event of a class served
+    before it that `depends` on a key one of them provides is queued in
+    `held_class` behind it instead.  (A queued dependent event provides its
+    own key too: a push waits behind the query hit it depends on.)
+    """
+
+    @property
+    def held_class(self) -> str: ...
+
+    def provides(self, event: E_contra) -> object: ...
+
+    def depends(self, event: E_contra) -> object: ...
+
+
 class Sink(Protocol[E_contra]):
     """The face a stage shows to the stages that feed it.
 
@@ -138,6 +164,10 @@ class StageCounters:
     worker_events: int = 0
     housekeeping: int = 0
     handler_errors: int = 0
+    #: Events admitted without asking admission (`Stage.guaranteed`).
+    guaranteed: int = 0
+    #: Events queued behind an event they depend on rather than in their own class.
+    held_in_order: int = 0
 
 
 class Batch(Generic[E]):
@@ -147,12 +177,16 @@ class Batch(Generic[E]):
     queueing delay per class after the handler is done.
     """
 
-    __slots__ = ("events", "runs")
+    __slots__ = ("blocked_on", "events", "held_keys", "runs")
 
     def __init__(self) -> None:
         self.events: list[E] = []
         #: (class, or None for housekeeping; its (enqueued at, event) pairs)
         self.runs: list[tuple[str | None, list[tuple[float, E]]]] = []
+        #: Keys the batch's events provide (`Ordering`): held until it is handled.
+        self.held_keys: list[object] = []
+        #: The key another thread's batch still holds, that stopped this take short.
+        self.blocked_on: object = None
 
     def take(self, event_class: str | None, queue: deque[tuple[float, E]], room: int) -> int:
         """Move up to `room` events from the front of `queue` into the batch."""
@@ -168,11 +202,12 @@ class Batch(Generic[E]):
 
     def add(self, event_class: str | None, items: list[tuple[float, E]]) -> None:
         self.runs.append((event_class, items))
-        self.events += [event for _, event in items]
+        self.events += [item[1] for item in items]
 
     def extend(self, other: Batch[E]) -> None:
         self.runs += other.runs
         self.events += other.events
+        self.held_keys += other.held_keys
 
     def __len__(self) -> int:
         return len(self.events)
@@ -227,6 +262,15 @@ class Stage(Sink[E_contra]):
         self._scheduled_on_loop = False
         self.admission: list[AdmissionController[E_contra]] = []
         self.dequeue_policies: list[DequeuePolicy[E_contra]] = []
+        #: Events no admission controller is asked about: never refused.
+        self.guaranteed: Callable[[E_contra], bool] | None = None
+        #: Which events must not overtake which (None: classes are independent).
+        self.ordering: Ordering[E_contra] | None = None
+        # Keys provided by events of the ordering's held class, queued or
+        # being handled (count), and those being handled (count).
+        self._held: dict[object, int] = {}
+        self._held_in_flight: dict[object, int] = {}
+        self._settled = threading.Condition(self._lock)
         self.counters = StageCounters()
         self.drops: dict[str, dict[str, int]] = {}
         self.queue_delay = LatencyHistogram()
@@ -302,18 +346,24 @@ class Stage(Sink[E_contra]):
         if admission:
             pending = self._pending
             pending.by_class = {}
+            guaranteed = self.guaranteed
             try:
                 offered = self.class_offered
                 count = 0
                 for event in events:
                     event_class = classify(event) if classify is not None else DEFAULT_CLASS
                     offered[event_class] += 1
-                    for controller in admission:
-                        reason = controller.admit(self, event)
-                        if reason is not None:
-                            self.count_drop(reason, event)
-                            refused.append(event)
-                            break
+                    if guaranteed is not None and guaranteed(event):
+                        reason = None
+                        self.counters.guaranteed += 1
+                    else:
+                        for controller in admission:
+                            reason = controller.admit(self, event)
+                            if reason is not None:
+                                break
+                    if reason is not None:
+                        self.count_drop(reason, event)
+                        refused.append(event)
                     else:
                         admitted.setdefault(event_class, []).append(event)
                         # Later events of this batch see the ones admitted before them.
@@ -345,9 +395,13 @@ class Stage(Sink[E_contra]):
         total = 0
         with self._lock:
             queues = self._queues
-            for event_class, same_class in admitted.items():
-                queues[event_class].extend(zip(stamped, same_class, strict=False))
-                total += len(same_class)
+            ordering = self.ordering
+            if ordering is not None and ordering.held_class in queues:
+                total = self._queue_in_order(ordering, admitted, now)
+            else:
+                for event_class, same_class in admitted.items():
+                    queues[event_class].extend(zip(stamped, same_class, strict=False))
+                    total += len(same_class)
             self.counters.enqueued += total
             length = sum(len(queue) for queue in queues.values())
             if length > self.peak_queue_length:
@@ -361,6 +415,63 @@ class Stage(Sink[E_contra]):
                     self.peak_worker_demand = wanting
         self._wake()
         return refused
+
+    def _queue_in_order(
+        self, ordering: Ordering[T], admitted: dict[str, list[T]], now: float
+    ) -> int:
+        """Queue `admitted` (under the lock), dependent events behind what they depend on.
+
+        The held class goes first, so an event depending on one that came
+        in the same batch finds it.  Returns the events queued.
+        """
+        held_class = ordering.held_class
+        held = self._held
+        provides = ordering.provides
+        depends = ordering.depends
+        queues = cast(dict[str, deque[tuple[float, T]]], self._queues)
+        held_queue = queues[held_class]
+        rank = self.classes.index(held_class)
+        total = 0
+        # Held-class items are (enqueued at, event, key it waits for or None,
+        # key it provides): the keys are computed once.
+        first = admitted.pop(held_class, None)
+        if first is not None:
+            for event in first:
+                key = provides(event)
+                held[key] = held.get(key, 0) + 1
+                held_queue.append(cast(tuple[float, T], (now, event, None, key)))
+            total += len(first)
+        for event_class, same_class in admitted.items():
+            total += len(same_class)
+            queue = queues[event_class]
+            if self.classes.index(event_class) > rank:
+                queue.extend(zip(repeat(now), same_class, strict=False))
+                continue
+            for event in same_class:
+                needed = depends(event)
+                if needed is not None and needed in held:
+                    # Behind what it depends on, remembering what that is, so
+                    # no second thread takes it while that one is handled.
+                    own = provides(event)
+                    held[own] = held.get(own, 0) + 1
+                    held_queue.append(cast(tuple[float, T], (now, event, needed, own)))
+                    self.counters.held_in_order += 1
+                else:
+                    queue.append((now, event))
+        return total
+
+    def _release_held(self, keys: Iterable[object], *, in_flight: bool = False) -> None:
+        """Keys no longer provided (their events handled or dropped); under the lock."""
+        counts = (self._held, self._held_in_flight) if in_flight else (self._held,)
+        for key in keys:
+            for count in counts:
+                left = count.get(key, 0) - 1
+                if left > 0:
+                    count[key] = left
+                else:
+                    count.pop(key, None)
+        if in_flight:
+            self._settled.notify_all()
 
     def take_peak_worker_demand(self) -> int:
         """The most events that wanted a pool thread at once since the last call."""
@@ -392,8 +503,11 @@ class Stage(Sink[E_contra]):
             index = choose(queue)
             if index is None:
                 return None
-            _, event = queue[index]
+            item = queue[index]
+            event = item[1]
             del queue[index]
+            if len(item) == 4:  # a held-class item (see `_queue_in_order`)
+                self._release_held((_held_item(item)[3],))
         self.count_drop(reason, event)
         return event
 
@@ -493,6 +607,7 @@ class Stage(Sink[E_contra]):
             room = 1 if self.blocking and not loop else self.batch_size
             if self._housekeeping and (loop or not express_lane):
                 room -= batch.take(None, self._housekeeping, room)
+            ordering = self.ordering
             for event_class in self.classes:
                 if not room:
                     break
@@ -501,25 +616,59 @@ class Stage(Sink[E_contra]):
                 queue = self._queues[event_class]
                 if not queue:
                     continue
-                policies = [p for p in self.dequeue_policies if p.governs(event_class)]
-                if not policies:
+                policies = self._policies(event_class)
+                held = ordering is not None and event_class == ordering.held_class
+                if not policies and not held:
                     taken = batch.take(event_class, queue, room)
                     room -= taken
                     self.class_taken[event_class] += taken
                     continue
+                if held and not policies and self.runs_on_loop:
+                    # One drainer, batches one after the other: nothing another
+                    # thread handles can be waited for, so the keys go at once.
+                    start = len(batch.runs)
+                    taken = batch.take(event_class, queue, room)
+                    room -= taken
+                    self.class_taken[event_class] += taken
+                    if taken:
+                        self._release_held(_held_item(item)[3] for item in batch.runs[start][1])
+                    continue
                 kept: list[tuple[float, E_contra]] = []
+                flying = self._held_in_flight
+                here: dict[object, int] = {}
                 while room and queue:
-                    item = queue.popleft()
+                    item = queue[0]
+                    own_class = event_class
+                    if held:
+                        needed = _held_item(item)[2]
+                        if needed is not None:
+                            # A dependent event: not while another thread still
+                            # handles what it depends on (this batch's own come
+                            # first); and it keeps its own class's policies.
+                            if flying.get(needed, 0) > here.get(needed, 0):
+                                batch.blocked_on = needed
+                                break
+                            own_class = self.class_of(item[1])
+                    queue.popleft()
                     reason = None
-                    for policy in policies:
-                        reason = policy.on_dequeue(self, event_class, now - item[0], now, item[1])
+                    for policy in (
+                        policies if own_class == event_class else self._policies(own_class)
+                    ):
+                        reason = policy.on_dequeue(self, own_class, now - item[0], now, item[1])
                         if reason is not None:
                             break
                     if reason is not None:
                         dropped.append((reason, item[1]))
+                        if held:
+                            self._release_held((_held_item(item)[3],))
                         continue
                     kept.append(item)
                     room -= 1
+                    if held:
+                        key = _held_item(item)[3]
+                        flying[key] = flying.get(key, 0) + 1
+                        here[key] = here.get(key, 0) + 1
+                        batch.held_keys.append(key)
                 if kept:
                     batch.add(event_class, kept)
                     self.class_taken[event_class] += len(kept)
@@ -564,6 +713,8 @@ class Stage(Sink[E_contra]):
             # Queueing delay + the batch's service time = finished - enqueued.
             self.class_response[event_class].add_many([d + elapsed for d in samples], weights)
         with self._lock:
+            if batch.held_keys:
+                self._release_held(batch.held_keys, in_flight=True)
             self.counters.processed += size
             self.counters.batches += 1
             self.counters.busy_seconds += elapsed
@@ -594,11 +745,24 @@ class Stage(Sink[E_contra]):
                 break
             batch = self._take_batch(loop=False)
             if not batch:
+                if batch.blocked_on is not None and self._await_settled(batch.blocked_on):
+                    continue
                 break
             self._run_batch(batch, on_worker=True)
         with self._lock:
             self._active -= 1
         self._wake()
+
+    def _policies(self, event_class: str) -> list[DequeuePolicy[E_contra]]:
+        return [p for p in self.dequeue_policies if p.governs(event_class)]
+
+    def _await_settled(self, key: object, timeout: float = 1.0) -> bool:
+        """Wait (bounded) until no other thread handles an event providing `key`.
+
+        True when it is settled: the queue's head may be taken now.
+        """
+        with self._lock:
+            return self._settled.wait_for(lambda: key not in self._held_in_flight, timeout)
 
     def drain_now(self) -> None:
         """Process everything queued on the calling thread (tests, shutdown)."""
@@ -608,6 +772,11 @@ class Stage(Sink[E_contra]):
             if not batch:
                 return
             self._run_batch(batch)
+
+
+def _held_item(item: tuple[float, object]) -> tuple[float, object, object, object]:
+    """A queued item of the ordering's held class: (enqueued at, event, waits for, provides)."""
+    return cast(tuple[float, object, object, object], item)
 
 
 #: A stage of whatever events, for code that reads its state and tunes it but

@@ -59,9 +59,9 @@ class CatcherHandler:
         for event in batch:
             try:
                 if isinstance(event, HostsLearned):
-                    self.hosts.add_many(event.hosts, source=event.source)
+                    self.hosts.add_many(event.hosts, source=event.source, ultrapeer=event.ultrapeer)
                     # Asked for because we were short: use them now, not next tick.
-                    top_up = top_up or event.source == "gwebcache"
+                    top_up = top_up or event.source in ("gwebcache", "uhc")
                 elif isinstance(event, ConnectFailed):
                     self.hosts.failed(event.address)
                 elif isinstance(event, HostConnected):

@@ -161,7 +161,11 @@ class ConnectionHandler:
         # The protocol's view, not the router's: a handshake whose final 200 OK
         # came with bad bytes behind it never reached ESTABLISHED, but the
         # link speaks messages, so it still gets its Bye.
-        if peer.connection.established and event.code and peer.connection.version != "0.4":
+        if peer.connection.established and not event.code:
+            # A close without Bye (the peer half-closed, or said Bye): what is
+            # queued for it still goes, as far as its socket takes it.
+            self._send(peer, peer.output.take_all())
+        elif peer.connection.established and peer.connection.version != "0.4":
             # Bye goes after what is already queued (Bye-Packet 0.1), except
             # for a clogged peer, whose queue is what it cannot take.
             queued = peer.output.take_all()
@@ -171,6 +175,8 @@ class ConnectionHandler:
                 queued = []
             bye = Message.from_body(new_guid(), 1, 0, Bye(event.code, event.reason))
             self._send(peer, [*queued, bye])
-            log.info("peer %s: sent Bye %d %s", peer.label, event.code, event.reason)
+            log.debug("peer %s: sent Bye %d %s", peer.label, event.code, event.reason)
+            # The one INFO line of a close (the parser's "closed: ...") says why.
+            peer.close_reason = peer.close_reason or f"sent Bye {event.code} {event.reason}"
         peer.mark_closing()
         peer.link.close()

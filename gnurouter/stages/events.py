@@ -156,6 +156,8 @@ class HostsLearned:
     hosts: list[tuple[str, int]] = field(default_factory=list)
     source: str = "pong"
     kind: str = "hosts"
+    #: Whether they are ultrapeers, when the source says (a pong's GGEP "UP").
+    ultrapeer: bool | None = None
 
 
 @dataclass(slots=True)
@@ -177,6 +179,6 @@ class HostConnected:
 # What each stage is handed (graph.py says by whom): the type its queue holds.
 ReaderEvent = BytesReceived | PeerOpened | PeerFinished | PeerLost
 ParserEvent = StreamChunk | PeerOpened | PeerFinished | PeerLost
-RouterEvent = MessageArrived | PeerJoined | PeerLeft | Tick
+RouterEvent = MessageArrived | PeerJoined | PeerLeft | PeerFinished | Tick
 ConnectionEvent = SendMessages | SendRaw | ClosePeer | LinkWritable
 CatcherEvent = HostsLearned | ConnectFailed | HostConnected | Tick

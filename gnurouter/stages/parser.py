@@ -13,9 +13,15 @@ from typing import Any, cast
 
 from gnurouter.conditioning.backpressure import InputFlowControl
 from gnurouter.conditioning.classes import CONTROL, message_class
-from gnurouter.mesh.handshaking import HandshakePolicy, peer_features, peer_role
+from gnurouter.mesh.handshaking import (
+    LISTEN_ADDRESS_HEADERS,
+    HandshakePolicy,
+    peer_features,
+    peer_role,
+)
 from gnurouter.mesh.peers import ControlBudget, Peer, PeerTable
 from gnurouter.protocol.addresses import clean_text, parse_endpoint, parse_endpoints
+from gnurouter.protocol.deflate import LEAF_DEFLATE
 from gnurouter.protocol.errors import ProtocolError
 from gnurouter.protocol.handshake import (
     ConnectRequest,
@@ -26,6 +32,7 @@ from gnurouter.protocol.handshake import (
 )
 from gnurouter.protocol.messages import Message, MessageType, validate
 from gnurouter.routing.roles import LEAF, ULTRAPEER
+from gnurouter.seda.logsummary import EventSummary
 from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.events import (
     CatcherEvent,
@@ -47,6 +54,9 @@ from gnurouter.stages.events import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Why a peer that sent FIN is closed.
+HALF_CLOSED = "peer closed its side"
 
 QUERY = MessageType.QUERY
 
@@ -77,6 +87,8 @@ class ParserHandler:
         self.stage: Stage[ParserEvent] | None = None  # set by the graph builder
         self.protocol_errors = 0
         self.malformed = 0
+        # Malformed messages: DEBUG each, an INFO summary per peer once a minute.
+        self.event_log = EventSummary(log, {"malformed": "malformed messages dropped"})
         self._arrivals: list[MessageArrived] = []
         # A gnurouter.traces TraceRecorder while recording (`run --record`), else None.
         self.recorder: Any = None
@@ -91,9 +103,7 @@ class ParserHandler:
                 elif isinstance(event, PeerOpened):
                     self._opened(event.peer)
                 elif isinstance(event, PeerFinished):
-                    # Its last bytes came before this: what they held is
-                    # routed; then we close our side too (after what is queued).
-                    self._close(event.peer, 0, "peer closed its side")
+                    self._finished(event.peer)
                 elif isinstance(event, PeerLost):
                     self._lost(event.peer, event.reason)
             except Exception as error:
@@ -102,8 +112,13 @@ class ParserHandler:
                 report_failure(self.stage, event, error)
         if arrivals:
             # What a sink refuses is what it was handed: arrivals.
-            refused_arrivals = cast(list[MessageArrived], self.router.enqueue_many(arrivals))
+            refused_arrivals = cast(
+                list[MessageArrived | PeerFinished], self.router.enqueue_many(arrivals)
+            )
             for refused in refused_arrivals:
+                if isinstance(refused, PeerFinished):
+                    self.connection.enqueue_housekeeping(ClosePeer(refused.peer, 0, HALF_CLOSED))
+                    continue
                 refused.peer.counters.drop("router-refused")
         self.flow.release_if_drained()
 
@@ -120,7 +135,7 @@ class ParserHandler:
     def _lost(self, peer: Peer, reason: str) -> None:
         if self.recorder is not None:
             self.recorder.closed(peer, reason)
-        was_established = peer.established
+        was_established = peer.joined  # closing by now, if we closed it
         peer.mark_closed()
         peer.close_reason = peer.close_reason or reason
         self.peers.remove(peer)
@@ -130,7 +145,20 @@ class ParserHandler:
             # A host that takes TCP but never completes the handshake backs
             # off like one that refuses TCP.
             self.catcher.enqueue_housekeeping(ConnectFailed(peer.address, reason))
+        self.event_log.flush_peer(peer.label)
         log.info("peer %s closed: %s", peer.label, peer.close_reason)
+
+    def _finished(self, peer: Peer) -> None:
+        """Its FIN: its last bytes came before this.  The router routes what they
+        held, then has our side closed after what is queued for it (stages/router.py)."""
+        if not peer.established:
+            self._close(peer, 0, HALF_CLOSED)
+            return
+        if peer.hung_up or peer.closing_or_closed:
+            return
+        peer.hang_up()
+        peer.close_reason = f"0 {HALF_CLOSED}"
+        self._arrivals.append(cast(MessageArrived, PeerFinished(peer)))  # in order, behind them
 
     def _close(self, peer: Peer, code: int, reason: str) -> None:
         if peer.hung_up or peer.closing_or_closed:
@@ -232,7 +260,7 @@ class ParserHandler:
             counters.drop("malformed")
             if self.stage is not None:
                 self.stage.count_drop("malformed", MessageArrived(peer, message, None))
-            log.info("peer %s: malformed %s dropped: %s", peer.label, message.type_name, error)
+            self.event_log.note(peer.label, "malformed", f"{message.type_name}: {error}")
             if counters.malformed > self.max_malformed_per_peer:
                 self._close(peer, 400, f"too many malformed messages ({counters.malformed})")
             return
@@ -243,6 +271,7 @@ class ParserHandler:
         verdict = self.policy.respond(peer, request)
         if verdict.accepted:
             peer.role = verdict.role
+            self._choose_deflate(peer)
             data = peer.connection.accept(verdict.headers)
             self.connection.enqueue_housekeeping(SendRaw(peer, data))
             if peer.connection.established:
@@ -250,6 +279,12 @@ class ParserHandler:
                 self._joined(peer)
         else:
             self._refuse(peer, verdict.status, verdict.reason, verdict.headers)
+
+    @staticmethod
+    def _choose_deflate(peer: Peer) -> None:
+        # Before the handshake completes, when the link's compressor is made.
+        if peer.role == LEAF:
+            peer.connection.deflate_settings = LEAF_DEFLATE
 
     def _refuse(self, peer: Peer, status: int, reason: str, headers: Headers) -> None:
         data = peer.connection.refuse(status, reason, headers)
@@ -267,6 +302,7 @@ class ParserHandler:
             self._refuse(peer, verdict.status, verdict.reason, verdict.headers)
             return
         peer.role = verdict.role
+        self._choose_deflate(peer)
         data = peer.connection.confirm(verdict.headers)
         self.connection.enqueue_housekeeping(SendRaw(peer, data))
         if peer.connection.established:
@@ -316,7 +352,7 @@ class ParserHandler:
         agent = headers.get("User-Agent")
         if agent:
             peer.user_agent = clean_text(agent)
-        for name in ("Listen-IP", "X-My-Address"):
+        for name in LISTEN_ADDRESS_HEADERS:
             value = headers.get(name)
             if value is None:
                 continue
@@ -324,8 +360,7 @@ class ParserHandler:
             if listen is None:
                 self._bad_header(peer, name, value)
                 continue
-            peer.listen_address = listen
-            break
+            peer.learn_listen_address(listen)
         self._learn_try_headers(headers, peer)
 
     def _learn_try_headers(self, headers: Headers, peer: Peer) -> None:

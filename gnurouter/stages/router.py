@@ -21,11 +21,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
-from gnurouter.conditioning.classes import CONTROL, message_class
+from gnurouter.conditioning.classes import CONTROL, OTHER, message_class
+from gnurouter.conditioning.classes import QUERY as QUERY_CLASS
+from gnurouter.mesh.handshaking import advertised_degree, advertised_max_ttl
 from gnurouter.mesh.peers import Peer, PeerState, PeerTable
+from gnurouter.protocol.handshake import Headers
 from gnurouter.protocol.messages import Message, MessageType
+from gnurouter.protocol.vendor import hops_flow_message
 from gnurouter.routing.decisions import Decision
-from gnurouter.routing.roles import ULTRAPEER
+from gnurouter.routing.hopsflow import NO_LIMIT, HopsFlowController, HopsFlowPolicy
+from gnurouter.routing.roles import LEAF, ULTRAPEER
 from gnurouter.routing.router import Router
 from gnurouter.seda.stage import Sink, Stage, report_failure
 from gnurouter.stages.events import (
@@ -34,6 +39,7 @@ from gnurouter.stages.events import (
     ConnectionEvent,
     HostsLearned,
     MessageArrived,
+    PeerFinished,
     PeerJoined,
     PeerLeft,
     RouterEvent,
@@ -54,13 +60,28 @@ class PacketSink(Protocol):
 
 
 def router_class(event: Any) -> str:
-    """The router stage's class for an event: its message's, or CONTROL for the rest."""
-    if type(event) is not MessageArrived:
-        return CONTROL
-    return message_class(event.message)
+    """The router stage's class for an event: its message's, or CONTROL for the rest.
+
+    A peer's FIN (`PeerFinished`) is served after its control messages and
+    replies (OTHER): whatever they make us send it goes before our close.
+    """
+    kind = type(event)
+    if kind is MessageArrived:
+        return message_class(event.message)
+    if kind is PeerFinished:
+        return OTHER
+    return CONTROL
 
 
 log = logging.getLogger(__name__)
+
+#: Timer ticks this stage answers besides "routes" and "keepalive": the next
+#: rounds of our leaves' dynamic queries (rounds are seconds apart; a quarter
+#: second is their granularity), and a look at our own queueing delay for Hops-Flow.
+DYNAMIC_QUERY_TICK = "dynamic-query"
+DYNAMIC_QUERY_INTERVAL = 0.25
+HOPS_FLOW_TICK = "hops-flow"
+HOPS_FLOW_INTERVAL = 0.5
 
 QUERY = MessageType.QUERY
 QRP = MessageType.QRP
@@ -79,6 +100,7 @@ class RouterHandler:
         query_delay: float = 0.0,
         idle_timeout: float = 90.0,
         handshake_timeout: float = 20.0,
+        hops_flow: HopsFlowPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.router = router
@@ -98,6 +120,11 @@ class RouterHandler:
         #: Peers this stage closed for crossing a routing limit, by limit.
         self.cutoffs: dict[str, int] = {}
         self.stage: Stage[RouterEvent] | None = None
+        #: Asks the neighbours feeding us most to slow down while we are overloaded
+        #: (it lives with the routing state, where the metrics read it).
+        self.hops_flow: HopsFlowController = router.hops_flow
+        if hops_flow is not None:
+            self.hops_flow.policy = hops_flow
         # Called with (event, decision) after every routing decision, on the
         # router stage's thread: tests await them, recorders tap them.
         self.observers: list[Callable[[MessageArrived, Decision], None]] = []
@@ -106,6 +133,7 @@ class RouterHandler:
         sends: list[SendMessages] = []
         log: list[LogEntry] = []
         run: list[MessageArrived] = []
+        finished: list[Peer] = []
         for event in batch:
             if type(event) is MessageArrived:
                 run.append(event)
@@ -119,8 +147,11 @@ class RouterHandler:
                 elif isinstance(event, PeerLeft):
                     with self._lock:
                         self.router.peer_left(event.peer.id)
+                    self.hops_flow.forget(event.peer.id)
                 elif isinstance(event, Tick):
                     self._tick(event.name, sends)
+                elif isinstance(event, PeerFinished):
+                    finished.append(event.peer)
             except Exception as error:
                 report_failure(self.stage, event, error)
         if run:
@@ -130,6 +161,12 @@ class RouterHandler:
             for refused in cast(list[SendMessages], self.connection.enqueue_many(sends)):
                 for peer in refused.peers:
                     peer.counters.drop("connection-refused", len(refused.messages))
+        for peer in finished:
+            # Its last messages are routed and what they made us send it is
+            # queued: our side closes behind that, in the connection stage's FIFO.
+            close = ClosePeer(peer, 0, "peer closed its side")
+            if not self.connection.enqueue(close):
+                self.connection.enqueue_housekeeping(close)
         if log:
             self.packet_log.record_many(log)
         self.packet_log.flush()
@@ -235,6 +272,8 @@ class RouterHandler:
                     sends.append(SendMessages(targets, [outgoing]))
                 fanout += len(targets)
         log.append((wall_clock, peer.label, message, decision.action, decision.reason, fanout))
+        if decision.sender_listens_at is not None:
+            peer.learn_listen_address(decision.sender_listens_at)
         if decision.learned_hosts:
             self.catcher.enqueue(HostsLearned(list(decision.learned_hosts)))
         if decision.action == "closed-by-peer":
@@ -287,12 +326,16 @@ class RouterHandler:
         return targets
 
     def _joined(self, peer: Peer, sends: list[SendMessages]) -> None:
+        result = peer.connection.handshake.result
+        headers = result.their_headers if result is not None else Headers()
         with self._lock:
             greeting = self.router.peer_joined(
                 peer.id,
                 peer.role or ULTRAPEER,
                 vendor_messages="vendor-messages" in peer.features,
                 up_qrp="up-qrp" in peer.features,
+                degree=advertised_degree(headers),
+                max_ttl=advertised_max_ttl(headers),
             )
         for message in greeting:
             sends.append(SendMessages([peer], [message]))
@@ -319,6 +362,12 @@ class RouterHandler:
                     updates = router.finish_qrp_updates(built)
                 self._send_decided(updates, sends)
             self._close_stalled_handshakes()
+        elif name == DYNAMIC_QUERY_TICK:
+            with self._lock:
+                rounds = self.router.dynamic_query_rounds()
+            self._send_decided(rounds, sends)
+        elif name == HOPS_FLOW_TICK:
+            self._hops_flow_check()
         elif name == "keepalive":
             now = time.monotonic()
             for peer in self.peers.established():
@@ -333,6 +382,44 @@ class RouterHandler:
                 with self._lock:
                     ping = self.router.originate_ping(ttl=1)
                 self.connection.enqueue_housekeeping(SendMessages([peer], [ping]))
+
+    def queueing_delay(self) -> float:
+        """This stage's queueing delay now: the recent 90th percentile of all
+        its events, or of its queries if theirs is longer (the pongs served
+        ahead of them would hide their wait); 0 once nothing waits (the
+        window lags the recovery)."""
+        stage = self.stage
+        if stage is None or not stage.queue_length:
+            return 0.0
+        delay = stage.queue_delay.percentile(90)
+        if QUERY_CLASS in stage.class_delay and stage.class_length(QUERY_CLASS):
+            delay = max(delay, stage.class_delay[QUERY_CLASS].percentile(90))
+        return delay
+
+    def _hops_flow_check(self) -> None:
+        """Hops-Flow to the neighbours feeding us most while our delay stays high; lift after."""
+        with self._lock:
+            fed = self.router.take_query_sources()
+            # Ultrapeers that speak vendor messages (said so, or sent their list).
+            eligible = [
+                info.id
+                for info in map(self.router.peer_info, self.router.peers)
+                if info is not None
+                and not info.leaf
+                and (info.vendor_messages_enabled or info.supported_vendor_messages is not None)
+            ]
+        decided = self.hops_flow.update(time.monotonic(), self.queueing_delay(), fed, eligible)
+        for peer_id, hops in decided:
+            peer = self.peers.get(peer_id)
+            if peer is None or peer.state != ESTABLISHED or peer.role == LEAF:
+                continue
+            peer.hops_flow_sent = None if hops == NO_LIMIT else hops
+            log.info(
+                "peer %s: %s",
+                peer.label,
+                "Hops-Flow lifted" if hops == NO_LIMIT else f"sent Hops-Flow {hops} (overloaded)",
+            )
+            self.connection.enqueue_housekeeping(SendMessages([peer], [hops_flow_message(hops)]))
 
     def _close_stalled_handshakes(self) -> None:
         # A socket that never finishes its handshake would hold a slot forever.

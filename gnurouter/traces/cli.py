@@ -123,6 +123,16 @@ def _add_json(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--json", action="store_true", help=help)
 
 
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    """Commands that write a file never replace an existing one unless told to."""
+    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+
+
+def _refuse_to_overwrite(args: argparse.Namespace) -> None:
+    if not args.force and os.path.lexists(args.output):
+        raise TraceCommandError(f"{args.output} exists; --force overwrites it")
+
+
 def _add_address(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: Any) -> None:
     """A HOST:PORT option (`required=True` or a `default` in kwargs)."""
     parser.add_argument(flag, type=_address, metavar="HOST:PORT", help=help, **kwargs)
@@ -219,6 +229,7 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
         metavar="0-9",
         help="zlib level of each block (6; 0 = store)",
     )
+    _add_force(synth)
 
     info = sub.add_parser(
         "info",
@@ -288,26 +299,30 @@ def add_trace_commands(commands: Any, parser_class: type[argparse.ArgumentParser
         default=None,
         help="capture format (default: from the file name, else pcap)",
     )
+    _add_force(export)
 
     imp = sub.add_parser(
         "import-pcap",
         help="turn the Gnutella TCP streams of a capture into a trace",
         description="Reassemble every TCP stream of a pcap/pcapng capture that starts with a "
         "Gnutella handshake, inflate deflated links, frame the messages and write them as a "
-        "trace. The node (direction OUT) is the side that accepted each connection, unless "
-        "--node says otherwise.",
+        "trace. The node (direction OUT, the recording side) is found in the capture: the "
+        "endpoint in the most Gnutella connections, which accepted them; --node names it "
+        "instead (exit status 1 if it is in none of them).",
     )
     imp.add_argument("pcap", metavar="CAPTURE")
     imp.add_argument("output", metavar="OUT.gtrace")
     _add_address(
         imp,
         "--node",
-        "the recording node's address (default: each connection's acceptor)",
+        "the recording node's address (default: found in the capture); a HOST:0 is any "
+        "port of HOST",
         default=None,
     )
     imp.add_argument(
         "--port", type=int, default=None, help="only TCP streams with this port at either end"
     )
+    _add_force(imp)
 
 
 def run_trace_command(args: argparse.Namespace) -> int:
@@ -342,6 +357,7 @@ def _synth(args: argparse.Namespace) -> int:
     from gnurouter.traces.progress import progress
     from gnurouter.traces.synth import SynthConfig, Synthesizer, parse_mix
 
+    _refuse_to_overwrite(args)
     knobs = {name: getattr(args, name) for name, _, _ in _SYNTH_KNOBS if name in args}
     if "mix" in knobs:
         knobs["mix"] = parse_mix(knobs["mix"])
@@ -458,6 +474,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from gnurouter.traces.pcap import export_pcap
 
+    _refuse_to_overwrite(args)
     fmt = args.format or ("pcapng" if str(args.output).endswith(".pcapng") else "pcap")
     result = export_pcap(args.trace, args.output, node=args.node, fmt=fmt)
     print(
@@ -468,20 +485,29 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from gnurouter.traces.pcap import import_pcap
+    from gnurouter.traces.pcap import NodeNotInCapture, import_pcap
 
+    _refuse_to_overwrite(args)
     created, _ = created_time()
-    result = import_pcap(
-        args.pcap,
-        args.output,
-        node=args.node,
-        port=args.port,
-        producer=producer("trace import-pcap"),
-        created=created,
-    )
+    try:
+        result = import_pcap(
+            args.pcap,
+            args.output,
+            node=args.node,
+            port=args.port,
+            producer=producer("trace import-pcap"),
+            created=created,
+        )
+    except NodeNotInCapture as error:
+        # The capture is fine; the node named is not in it (exit 1, like a failed replay).
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    node = result.node
     print(
         f"wrote {args.output}: {result.messages:,} messages on {result.connections:,} "
         f"Gnutella connections from {result.packets:,} packets"
+        + (f", node {node[0]}:{node[1]}" if node else "")
+        + ("" if node is None or args.node else " (found in the capture)")
         + (f"; {len(result.problems)} problem(s):" if result.problems else "")
     )
     for problem in result.problems[:20]:

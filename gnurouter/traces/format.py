@@ -66,7 +66,7 @@ DEFAULT_BLOCK_BYTES = 64 << 10
 
 class Kind(enum.IntEnum):
     MESSAGE = 1  # one whole Gnutella message: 23-byte header + payload
-    OPEN = 2  # a connection opened; data = UTF-8 JSON object (address, ...)
+    OPEN = 2  # a connection opened; data = UTF-8 JSON object (address, family 4 or 6, ...)
     CLOSE = 3  # a connection closed; data = UTF-8 reason
     RAW = 4  # stream bytes that are not a whole message (framing-breaking input)
 

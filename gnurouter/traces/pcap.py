@@ -15,10 +15,20 @@ each byte, sequence numbers may wrap), and keeps the streams that begin with
 a Gnutella handshake.  Each direction's handshake is read passively (a 0.6
 CONNECT block and the final 200, or the 0.4 form), deflated directions are
 inflated, and the message stream is framed: each message becomes a MESSAGE
-record at the time of the packet that completed it.  The node is the side
-that accepted each connection unless `node` names an address.  Bytes that
+record at the time of the packet that completed it.  Bytes that
 cannot be framed (an impossible length) become one RAW record and end that
 direction.  What could not be used is listed in `problems`.
+
+The node (the recording side, direction OUT) is `node` when one is named, and
+otherwise found in the capture by a first pass over it: the endpoint that
+takes part in the most Gnutella connections, ties going to the one that
+accepted more of them (a router accepts its peers' connections; the peers
+accept at most its few outgoing ones).  A connection the node made from
+another port of its host counts as its own.  Without a node at all (no
+Gnutella connection in the capture) each connection's acceptor is its node,
+as it is for the connections a found node is not in.
+A named node that takes part in no Gnutella connection is an error
+(`NodeNotInCapture`) naming the endpoints that do, and nothing is written.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import socket
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +251,8 @@ class ImportResult:
     messages: int = 0
     retransmitted_bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    #: The recording node the trace's directions are relative to (None: each acceptor).
+    node: tuple[str, int] | None = None
 
 
 def _packets(path: str | Path) -> Iterator[tuple[float, bytes, int]]:
@@ -506,9 +519,19 @@ class _ImportConn:
 
 
 class _Importer:
-    def __init__(self, writer: TraceWriter, node: tuple[str, int] | None, port: int | None) -> None:
+    def __init__(
+        self,
+        writer: TraceWriter,
+        node: tuple[str, int] | None,
+        port: int | None,
+        *,
+        named_node: bool = True,
+    ) -> None:
         self.writer = writer
         self.node = node
+        # A named node keeps only its own connections; one found in the capture leaves
+        # the connections it is not in to their acceptors.
+        self.named_node = named_node
         self.port = port
         self.result = ImportResult()
         self.conns: dict[tuple[tuple[str, int], tuple[str, int]], _ImportConn] = {}
@@ -568,37 +591,20 @@ class _Importer:
     def _new(
         self, src: tuple[str, int], dst: tuple[str, int], tcp: Any, ts: float
     ) -> _ImportConn | None:
-        syn_only = tcp.flags & dpkt.tcp.TH_SYN and not tcp.flags & dpkt.tcp.TH_ACK
-        if syn_only:
-            client, server = src, dst
-        elif tcp.flags & dpkt.tcp.TH_SYN:
-            client, server = dst, src  # SYN-ACK first: the SYN was not captured
-        else:
-            data = bytes(tcp.data)
-            if data.startswith(b"GNUTELLA CONNECT/"):
-                client, server = src, dst
-            elif data.startswith(b"GNUTELLA"):
-                client, server = dst, src
-            else:
-                return None  # mid-stream or not Gnutella: nothing to frame from
+        ends = _client_and_server(src, dst, tcp)
+        if ends is None:
+            return None
+        client, server = ends
+        node_is_server = True  # no node: each connection's acceptor
         if self.node is not None:
-            if self._is_node(server):
-                node_is_server = True
-            elif self._is_node(client):
-                node_is_server = False
-            else:
+            found = _node_is_server(self.node, client, server)
+            if found is None and self.named_node:
                 return None
-        else:
-            node_is_server = True
+            node_is_server = True if found is None else found
         conn = _ImportConn(self, (client, server), node_is_server, ts)
         self.conns[(client, server)] = conn
         self.result.tcp_streams += 1
         return conn
-
-    def _is_node(self, address: tuple[str, int]) -> bool:
-        assert self.node is not None
-        host, port = self.node
-        return address[0] == host and (port == 0 or address[1] == port)
 
     def finish(self) -> None:
         for conn in self.conns.values():
@@ -612,6 +618,102 @@ class _Importer:
                 pass
 
 
+Endpoint = tuple[str, int]
+
+
+def _client_and_server(src: Endpoint, dst: Endpoint, tcp: Any) -> tuple[Endpoint, Endpoint] | None:
+    """Who dialled and who accepted, from a stream's first captured segment (None: the
+    segment is mid-stream or not Gnutella, nothing to frame from)."""
+    if tcp.flags & dpkt.tcp.TH_SYN:
+        if not tcp.flags & dpkt.tcp.TH_ACK:
+            return src, dst
+        return dst, src  # SYN-ACK first: the SYN was not captured
+    data = bytes(tcp.data)
+    if data.startswith(b"GNUTELLA CONNECT/"):
+        return src, dst
+    if data.startswith(b"GNUTELLA"):
+        return dst, src
+    return None
+
+
+def _node_is_server(node: Endpoint, client: Endpoint, server: Endpoint) -> bool | None:
+    """Which side of a connection `node` is (port 0: any port of its host), or None.
+
+    Its own address first; then its host, for a connection it made from another port
+    (unless both sides are on its host, as on loopback: which one is it then?)."""
+    host, port = node
+    for side, is_server in ((server, True), (client, False)):
+        if side[0] == host and (port == 0 or side[1] == port):
+            return is_server
+    if (server[0] == host) != (client[0] == host):
+        return server[0] == host
+    return None
+
+
+class NodeNotInCapture(ValueError):
+    """The named node takes part in none of the capture's Gnutella connections."""
+
+
+@dataclass
+class CaptureScan:
+    """The Gnutella connections of a capture, (client, server) each, from a first pass."""
+
+    connections: list[tuple[Endpoint, Endpoint]] = field(default_factory=list)
+
+    def endpoints(self) -> Counter[Endpoint]:
+        """How many connections each endpoint takes part in."""
+        return Counter(end for pair in self.connections for end in pair)
+
+    def node(self) -> Endpoint | None:
+        """The endpoint in the most connections (ties: the one that accepted more)."""
+        accepted = Counter(server for _, server in self.connections)
+        ranked = sorted(self.endpoints().items(), key=lambda kv: (-kv[1], -accepted[kv[0]]))
+        return ranked[0][0] if ranked else None
+
+    def check(self, node: Endpoint) -> None:
+        """NodeNotInCapture unless `node` is a side of some connection."""
+        if any(_node_is_server(node, *pair) is not None for pair in self.connections):
+            return
+        seen = ", ".join(
+            f"{host}:{port} ({count})" for (host, port), count in self.endpoints().most_common(5)
+        )
+        raise NodeNotInCapture(
+            f"node {node[0]}:{node[1]} is in none of the capture's "
+            f"{len(self.connections):,} Gnutella connections"
+            + (f"; endpoints seen (connections): {seen}" if seen else "")
+        )
+
+
+def scan_capture(capture: str | Path, port: int | None = None) -> CaptureScan:
+    """The first pass: which TCP streams are Gnutella, and who dialled whom."""
+    scan = CaptureScan()
+    pending: dict[frozenset[Endpoint], tuple[Endpoint, Endpoint]] = {}
+    done: set[frozenset[Endpoint]] = set()
+    for _, frame, linktype in _packets(capture):
+        ip = _ip_of(frame, linktype)
+        if ip is None or not isinstance(ip.data, dpkt.tcp.TCP):
+            continue
+        tcp = ip.data
+        if port is not None and port not in (tcp.sport, tcp.dport):
+            continue
+        src = (_address(ip, ip.src), tcp.sport)
+        dst = (_address(ip, ip.dst), tcp.dport)
+        key = frozenset((src, dst))
+        if key in done:
+            continue
+        ends = pending.get(key) or _client_and_server(src, dst, tcp)
+        if ends is None:
+            continue
+        pending[key] = ends
+        if tcp.data:
+            # The stream's first bytes say whether it is Gnutella at all.
+            done.add(key)
+            del pending[key]
+            if bytes(tcp.data).startswith(b"GNUTELLA"):
+                scan.connections.append(ends)
+    return scan
+
+
 def import_pcap(
     capture: str | Path,
     output: str | Path,
@@ -622,14 +724,26 @@ def import_pcap(
     created: str | None = None,
 ) -> ImportResult:
     """Write the Gnutella streams of `capture` as a trace (see the module doc)."""
+    scan = scan_capture(capture, port)
+    if node is not None:
+        scan.check(node)
+        found_by = "--node"
+    else:
+        node = scan.node()
+        found_by = "found in the capture"
     packets = _packets(capture)
     first = next(packets, None)
     start = first[0] if first is not None else 0.0
-    metadata = {"source": str(Path(capture).name), "node": f"{node[0]}:{node[1]}" if node else None}
+    metadata = {
+        "source": str(Path(capture).name),
+        "node": f"{node[0]}:{node[1]}" if node else None,
+        "node_from": found_by if node else None,
+    }
     with TraceWriter(
         output, producer=producer, metadata=metadata, start_time=start, created=created
     ) as writer:
-        importer = _Importer(writer, node, port)
+        importer = _Importer(writer, node, port, named_node=found_by == "--node")
+        importer.result.node = node
         bar = progress(None, "import", unit="pkt")
         try:
             if first is not None:

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from gnurouter.mesh.peers import Peer, PeerState
+from gnurouter.ops.lograte import OncePerInterval
+from gnurouter.protocol.addresses import format_endpoint
 from gnurouter.protocol.messages import Message
 from gnurouter.traces.format import Direction, Kind, TraceWriter
 
@@ -62,6 +64,7 @@ class TraceRecorder:
         self.dropped = 0  # chunks (or open/close events) not recorded: the writer fell behind
         self.dropped_messages = 0
         self.write_errors = 0
+        self._error_logging = OncePerInterval(60.0)
         self._queue: deque[tuple[int, int, int, Any]] = deque()
         # Entries (a message or an open/close) queued and written, each counter
         # written by one side only, so their difference needs no lock.
@@ -118,9 +121,16 @@ class TraceRecorder:
                     self._writer.flush()
                     next_flush = time.monotonic() + self.flush_interval
             except OSError as error:
+                # What was queued is lost and counted; routing never waits for the disk.
                 self.write_errors += 1
-                if self.write_errors == 1:
-                    log.error("trace recorder: cannot write %s: %s", self.path, error)
+                if self._error_logging.allow(self.path, time.monotonic()):
+                    log.error(
+                        "trace recorder: cannot write %s: %s (%d failed writes so far; "
+                        "this error: at most once a minute)",
+                        self.path,
+                        error,
+                        self.write_errors,
+                    )
                 self._queue.clear()
                 self._written = self._queued
             if stopping:
@@ -147,7 +157,11 @@ class TraceRecorder:
                         add(now, message_kind, incoming, conn, event.header_bytes() + event.payload)
             elif what == _OPEN:
                 (host, port), outgoing = payload
-                info = {"address": f"{host}:{port}", "outgoing": outgoing}
+                info = {
+                    "address": format_endpoint((host, port)),
+                    "family": 6 if ":" in host else 4,
+                    "outgoing": outgoing,
+                }
                 data = json.dumps(info, separators=(",", ":")).encode()
                 add(now, Kind.OPEN, Direction.OUT if outgoing else incoming, conn, data)
             else:

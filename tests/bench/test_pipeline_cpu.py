@@ -23,7 +23,7 @@ def test_pipeline_benchmark_delivers_every_query_and_reports_each_stage() -> Non
     result = json.loads(done.stdout)
     assert result["queries"] == 3000
     busy = result["stage_busy_us_per_query"]
-    assert set(busy) == {"reader", "parser", "router", "connection", "catcher"}
+    assert set(busy) == {"reader", "parser", "router", "connection", "catcher", "udp"}
     assert busy["router"] > 0 and busy["parser"] > 0
     assert result["cpu_us_per_query"] > 0
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers as HTTPHeaders
 
 from gnurouter.cli import build_parser, config_from_args
@@ -33,7 +34,7 @@ async def http(
         producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode()))
     response = await Agent(reactor).request(method, url.encode(), headers, producer)
     raw = dict(response.headers.getAllRawHeaders())
-    return response.code, {k.lower(): v for k, v in raw.items()}, await readBody(response)
+    return response.code, {k.lower(): v for k, v in raw.items()}, await treq.content(response)
 
 
 def base_of(router: Any) -> str:

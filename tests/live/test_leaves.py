@@ -47,7 +47,7 @@ def got(servent: Any, message: Message) -> bool:
 async def test_only_matching_queries_reach_a_leaf_and_a_patch_changes_what_matches(
     start_router: Any,
 ) -> None:
-    router = start_router()
+    router = start_router(flood_tableless_leaves=True)  # the watcher gets everything
     watch = DecisionWatch(router)
     sharer = await leaf(router, ["free", "music", "ogg"])
     watcher = await leaf(router)  # no table: a marker for "everything routed so far"
@@ -102,10 +102,10 @@ async def test_expired_queries_still_reach_matching_leaves_with_ttl_1(start_rout
 
 
 @pytest_twisted.ensureDeferred
-async def test_leaves_without_a_table_get_the_flood_unless_configured_otherwise(
+async def test_leaves_without_a_table_get_the_flood_only_when_configured(
     start_router: Any,
 ) -> None:
-    flooding = start_router()
+    flooding = start_router(flood_tableless_leaves=True)
     quiet = await leaf(flooding)
     asker = await join(flooding, headers=LIMEWIRE_ULTRAPEER)
     request = servent_query("whatever")
@@ -129,7 +129,7 @@ async def test_leaves_without_a_table_get_the_flood_unless_configured_otherwise(
 
 @pytest_twisted.ensureDeferred
 async def test_hops_flow_stops_queries_at_or_above_the_hop_count(start_router: Any) -> None:
-    router = start_router()
+    router = start_router(flood_tableless_leaves=True)  # the busy leaf has no table
     busy = await leaf(router)
     watcher = await join(router, headers=GTK_GNUTELLA_ULTRAPEER)
     asker = await join(router, headers=LIMEWIRE_ULTRAPEER)
@@ -178,7 +178,12 @@ async def test_messages_supported_answered_and_unknown_vendor_messages_ignored(
     answer = await peer.next_message(reactor, lambda m: m.type == MessageType.VENDOR)
     body = answer.body()
     assert isinstance(body, VendorMessage)
-    assert MessagesSupported.decode(body.data).items == ((b"BEAR", 4, 1),)
+    # Hops Flow, and the Query Status pair dynamic querying asks leaves with.
+    assert set(MessagesSupported.decode(body.data).items) == {
+        (b"BEAR", 4, 1),
+        (b"BEAR", 11, 1),
+        (b"BEAR", 12, 1),
+    }
     # Unknown vendor messages: ignored, not forwarded, the link stays up.
     unknown = vendor(b"ZZZZ", 99, 3, b"whatever this is")
     peer.send(unknown, unknown)

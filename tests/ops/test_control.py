@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers as HTTPHeaders
 
 from gnurouter.seda.tuning import ControlError
@@ -45,7 +46,7 @@ async def test_every_parameter_is_in_the_snapshot_and_settable_to_its_own_value(
     router = start_router()
     snapshot = router.snapshot()
     assert snapshot["parameters"].keys() == set(router.control.names())
-    assert set(snapshot["stages"]) == {"reader", "parser", "router", "connection", "catcher"}
+    assert set(snapshot["stages"]) == {"reader", "parser", "router", "connection", "catcher", "udp"}
     for parameter in router.control.describe():
         router.control.set(parameter["name"], parameter["value"])
     assert router.control.values() == snapshot["parameters"]
@@ -63,7 +64,7 @@ async def http(method: bytes, url: str, body: Any = None) -> tuple[int, Any]:
     response = await agent.request(
         method, url.encode(), HTTPHeaders({b"content-type": [b"application/json"]}), producer
     )
-    return response.code, json.loads(await readBody(response))
+    return response.code, json.loads(await treq.content(response))
 
 
 @pytest_twisted.ensureDeferred

@@ -8,6 +8,8 @@ and duplicates must be suppressed:
     r4 ── r3
 
 Each router also has one servent: s1 at r1, s2 at r2, s3 at r3, s4 at r4.
+They say no X-Ultrapeer (old-style servents, routed like ultrapeers): a leaf
+would have its queries run by dynamic querying and get no relayed pings.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor
 
-from gnurouter.edge.servent import ServentProtocol, connect_servent
+from gnurouter.edge.servent import DEFAULT_HEADERS, ServentProtocol, connect_servent
 from gnurouter.edge.service import RouterService
 from gnurouter.protocol.messages import (
     Bye,
@@ -41,6 +43,7 @@ from tests.fixtures import (
 )
 
 LINKS = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]
+EDGE_HEADERS = tuple(pair for pair in DEFAULT_HEADERS if pair[0] != "X-Ultrapeer")
 
 
 async def build_network(
@@ -62,7 +65,9 @@ async def attach_servents(routers: list[RouterService]) -> list[ServentProtocol]
     for index, router in enumerate(routers):
         host, port = router.listening_address()
         pong = Pong(port=7000 + index, ip=f"10.9.9.{index + 1}", files=index, kbytes=index)
-        servents.append(await connect_servent(reactor, host, port, answer_pings=pong))
+        servents.append(
+            await connect_servent(reactor, host, port, answer_pings=pong, headers=EDGE_HEADERS)
+        )
     for index, router in enumerate(routers):
         await at_least_established(router, sum(1 for link in LINKS if index in link) + 1)
     return servents

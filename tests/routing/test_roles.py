@@ -42,8 +42,8 @@ def test_a_spent_ttl_still_reaches_matching_leaves_with_ttl_one() -> None:
 
 
 def test_tableless_leaves_follow_the_rule() -> None:
-    flooding = routing_router()
-    strict = routing_router(flood_tableless_leaves=False)
+    flooding = routing_router(flood_tableless_leaves=True)
+    strict = routing_router()  # the default: no flood for a leaf without a table
     for r in (flooding, strict):
         r.peer_joined(1, ULTRAPEER)
         r.peer_joined(2, LEAF)

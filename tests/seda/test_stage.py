@@ -273,3 +273,132 @@ def test_a_handler_outside_a_stage_sees_its_errors() -> None:
         assert "odd 1" in str(error)
     else:
         raise AssertionError("the error was swallowed without a stage to report to")
+
+
+# -- what no threshold refuses, and what may not overtake what ---------------------------------
+
+
+@dataclass
+class Keyed:
+    """An event of class `kind` that provides `key` and may depend on `needs`."""
+
+    kind: str
+    key: str = ""
+    needs: str | None = None
+
+
+class KeyOrdering:
+    """Events of the "slow" class hold their keys; others may depend on them."""
+
+    held_class = "slow"
+
+    def provides(self, event: Keyed) -> object:
+        return event.key
+
+    def depends(self, event: Keyed) -> object:
+        return event.needs
+
+
+def two_class_stage(handler: Any, executor: Any, **options: Any) -> Stage[Any]:
+    stage: Stage[Any] = Stage(
+        "router",
+        handler,
+        executor,
+        classes=("fast", "slow"),
+        classify=lambda event: event.kind,
+        **options,
+    )
+    stage.ordering = KeyOrdering()
+    return stage
+
+
+def test_guaranteed_events_are_never_refused_by_a_full_queue() -> None:
+    executor = ManualExecutor()
+    recorder = Recorder()
+    stage = Stage("router", recorder, executor, batch_size=100)
+    stage.admission.append(QueueThreshold(2))
+    stage.guaranteed = lambda event: event.kind == "control"
+    offered = [Item("query", 0), Item("query", 1), Item("query", 2)]
+    offered += [Item("control", 3), Item("control", 4), Item("control", 5)]
+    refused = stage.enqueue_many(offered)
+    assert [event.value for event in refused] == [2]
+    assert stage.drops == {"queue-full": {"query": 1}}
+    assert stage.counters.guaranteed == 3
+    executor.run()
+    assert [event.value for event in recorder.events] == [0, 1, 3, 4, 5]
+
+
+def test_a_dependent_event_waits_behind_what_it_depends_on() -> None:
+    executor = ManualExecutor()
+    recorder = Recorder()
+    stage = two_class_stage(recorder, executor, batch_size=100)
+    query_a, query_b = Keyed("slow", key="a"), Keyed("slow", key="b")
+    hit_a = Keyed("fast", key="hit-a", needs="a")
+    push = Keyed("fast", needs="hit-a")  # depends on the held hit in turn
+    independent = Keyed("fast", needs="nothing-queued")
+    plain = Keyed("fast")
+    stage.enqueue_many([query_a, query_b, hit_a, independent, push, plain])
+    executor.run()
+    # Without the rule, the fast class would all go first: hit_a ahead of query_a.
+    assert recorder.events == [independent, plain, query_a, query_b, hit_a, push]
+    assert stage.counters.held_in_order == 2
+    # Everything handled holds nothing any more: the next dependent is not held back.
+    late = Keyed("fast", needs="a")
+    stage.enqueue_many([Keyed("slow", key="c"), late])
+    executor.run()
+    assert recorder.events[-2] is late
+    assert stage.counters.held_in_order == 2
+
+
+def test_an_evicted_event_holds_nothing_back() -> None:
+    executor = ManualExecutor()
+    recorder = Recorder()
+    stage = two_class_stage(recorder, executor)
+    query = Keyed("slow", key="a")
+    stage.enqueue(query)
+    assert stage.evict("slow", lambda queue: 0, "shed") is query
+    hit = Keyed("fast", needs="a")
+    stage.enqueue_many([Keyed("slow", key="b"), hit])
+    executor.run()
+    assert recorder.events[0] is hit
+    assert stage.counters.held_in_order == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dependent_event_is_not_handled_while_its_dependency_is_in_flight() -> None:
+    # Two threads: the one handling the query must finish before the other
+    # may take the hit that depends on it, though the hit's class comes first.
+    executor = ReactorExecutor(reactor)
+    executor.start()
+    query_inside = threading.Event()
+    hit_handled = threading.Event()
+    overtaken: list[bool] = []
+    order: list[Keyed] = []
+    done: defer.Deferred[None] = defer.Deferred()
+
+    class Handler:
+        def handle_events(self, batch: list[Any]) -> None:
+            for event in batch:
+                if event.kind == "slow":
+                    query_inside.set()
+                    # A bounded look for what must not happen meanwhile.
+                    overtaken.append(hit_handled.wait(0.5))
+                else:
+                    hit_handled.set()
+                order.append(event)
+                if len(order) == 2:
+                    reactor.callFromThread(done.callback, None)
+
+    stage = two_class_stage(Handler(), executor, threads=2, blocking=True, batch_size=1)
+    try:
+        query, hit = Keyed("slow", key="a"), Keyed("fast", needs="a")
+        stage.enqueue(query)
+        assert await threads.deferToThread(query_inside.wait, 10)
+        stage.enqueue(hit)
+        done.addTimeout(10, reactor)
+        await done
+        assert overtaken == [False]
+        assert order == [query, hit]
+        assert stage.counters.held_in_order == 1
+    finally:
+        executor.stop()

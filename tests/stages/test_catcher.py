@@ -8,7 +8,7 @@ from typing import Any
 import pytest_twisted
 
 from gnurouter.protocol.messages import Message, Pong
-from tests.fixtures import delivered, join, ping, wait_for
+from tests.fixtures import LIMEWIRE_ULTRAPEER, delivered, join, ping, wait_for
 
 
 def outgoing_established(router: Any) -> int:
@@ -37,12 +37,13 @@ async def test_catcher_connects_to_hosts_file_and_replaces_lost_links(
 @pytest_twisted.ensureDeferred
 async def test_pongs_teach_the_catcher_new_hosts(start_router: Any) -> None:
     far = start_router()
-    router = start_router(target_peers=1)
-    servent = await join(router)
-    # A pong answering the router's own ping teaches it `far`'s address.
+    router = start_router(target_peers=2)  # the servent is one ultrapeer link already
+    servent = await join(router, headers=LIMEWIRE_ULTRAPEER)
+    # A pong an ultrapeer relays (hops 1) answering the router's own ping
+    # teaches it `far`'s address.
     host, port = far.listening_address()
     ours = router.routing.originate_ping()
-    servent.send(Message.from_body(ours.guid, 1, 0, Pong(port=port, ip=host, files=0, kbytes=0)))
+    servent.send(Message.from_body(ours.guid, 1, 1, Pong(port=port, ip=host, files=0, kbytes=0)))
     # The router routes this peer's messages in order, so once our next ping
     # is answered, the pong has been handled and its host handed to the catcher.
     probe = ping()

@@ -106,19 +106,23 @@ class Capture(protocol.ProcessProtocol):
             self.process.signalProcess(name)
 
 
-async def start_capture(port: int, pcap: Path) -> tuple[Capture, Any]:
-    """tshark on lo, TCP port `port`, writing `pcap`; returns once it really records."""
+async def start_capture(port: int, pcap: Path, *, udp: bool = False) -> tuple[Capture, Any]:
+    """tshark on lo, TCP (or with `udp`, UDP) port `port`, writing `pcap`; returns once it
+    really records."""
     probe = reactor.listenUDP(0, protocol.DatagramProtocol(), interface="127.0.0.1")
     probe_port = probe.getHost().port
     capture = Capture()
     tshark = shutil.which("tshark")
     assert tshark is not None
+    transport = "udp" if udp else "tcp"
     args = [
-        tshark, "-n", "-i", "lo", "-f", f"tcp port {port} or udp port {probe_port}",
+        tshark, "-n", "-i", "lo", "-f", f"{transport} port {port} or udp port {probe_port}",
         "-w", str(pcap), "-P", "-l", "-T", "fields",
         *(arg for name in _LIVE_FIELDS for arg in ("-e", name)),
     ]  # fmt: skip
-    capture.process = reactor.spawnProcess(capture, tshark, args, env=dict(os.environ))
+    # IReactorProcess is a zope interface, opaque to mypy (it takes the first argument for self).
+    spawn: Any = reactor.spawnProcess
+    capture.process = spawn(capture, tshark, args, env=dict(os.environ))
     send = task.LoopingCall(probe.write, b"probe", ("127.0.0.1", probe_port))
     try:
         await bounded(capture.started)

@@ -67,3 +67,20 @@ def test_pcap_round_trip_through_the_cli(
         original = [r.data for r in a if r.kind == Kind.MESSAGE]
         imported = [r.data for r in b if r.kind == Kind.MESSAGE]
     assert sorted(original) == sorted(imported)
+
+
+def test_import_pcap_with_a_node_not_in_the_capture_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.gtrace"
+    small_trace(path)
+    pcap = tmp_path / "t.pcapng"
+    assert main(["trace", "export-pcap", str(path), str(pcap)]) == 0
+    capsys.readouterr()
+    back = tmp_path / "back.gtrace"
+    assert main(["trace", "import-pcap", str(pcap), str(back), "--node", "127.0.0.1:6346"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gnurouter: error: node 127.0.0.1:6346 ")
+    assert "10.0.0.1:6346" in err and not back.exists()
+    assert main(["trace", "import-pcap", str(pcap), str(back)]) == 0
+    assert "node 10.0.0.1:6346 (found in the capture)" in capsys.readouterr().out

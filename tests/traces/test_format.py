@@ -34,6 +34,7 @@ def sample_records(count: int = 500) -> list[Record]:
     for i in range(count):
         t += (i * 7919) % 300_000  # deltas from 0 to 0.3 s: 1..3-byte varints
         conn = 1 if i % 3 else 300
+        body: Query | Ping | Pong
         if i % 5 == 0:
             body = Query(flags=0, criteria=f"query {i}")
         elif i % 5 == 1:
@@ -132,7 +133,7 @@ def test_truncation_anywhere_names_the_offset_and_keeps_earlier_records() -> Non
     offsets = block_offsets(data)
     assert len(offsets) > 4
     # Count the records of each block by reading block by block.
-    per_block = []
+    per_block: list[int] = []
     for index in range(len(offsets)):
         end = offsets[index + 1] if index + 1 < len(offsets) else len(data)
         complete, error = read_until_error(data[:end])

@@ -6,7 +6,7 @@ import random
 import shutil
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dpkt
 import pytest
@@ -26,8 +26,14 @@ from gnurouter.protocol.messages import (
     decode_header,
     new_guid,
 )
-from gnurouter.traces.format import Direction, Kind, Record, TraceWriter
-from gnurouter.traces.pcap import export_pcap, import_pcap, records_of
+from gnurouter.traces.format import Direction, Kind, Record, TraceWriter, read_header
+from gnurouter.traces.pcap import (
+    CaptureScan,
+    NodeNotInCapture,
+    export_pcap,
+    import_pcap,
+    records_of,
+)
 from gnurouter.traces.synth import SynthConfig, Synthesizer
 from tests.conftest import require, wait_for
 from tests.traces.capture import Decoded, bounded, decode_gnutella, start_capture, stop_capture
@@ -223,7 +229,8 @@ async def test_import_of_a_loopback_capture_of_the_router(
         packed = await connect_servent(reactor, host, port, deflate=True)
         await wait_for(router, lambda: len(router.peers.established()) >= 2)
         assert packed.connection.deflate_in and packed.connection.deflate_out
-        local = {s: s.transport.getHost() for s in (plain, packed)}  # type: ignore[union-attr]
+        # ITransport is a zope interface, opaque to mypy.
+        local = {s: cast(Any, s.transport).getHost() for s in (plain, packed)}
         sent: dict[ServentProtocol, list[Message]] = {plain: [], packed: []}
 
         def send(servent: ServentProtocol, message: Message) -> None:
@@ -277,3 +284,64 @@ async def test_import_of_a_loopback_capture_of_the_router(
     closes = [r for r in records if r.kind == Kind.CLOSE]
     assert sorted(r.conn for r in closes) == sorted(conn_of.values())
     assert all(r.direction == Direction.IN for r in closes)  # the servents closed first
+
+
+def test_export_then_import_with_their_defaults_round_trips(tmp_path: Path) -> None:
+    trace = tmp_path / "t.gtrace"
+    pings = [Message.from_body(new_guid(), 1, 0, Ping()).encode() for _ in range(4)]
+    with TraceWriter(trace, producer="test", start_time=1_700_000_000.0) as writer:
+        # One connection a peer made to the node, one the node made: taking each
+        # connection's acceptor for the node would turn the second one around.
+        writer.open(0, 1, Direction.IN, {"address": "192.0.2.5:40000"})
+        writer.open(1000, 2, Direction.OUT, {"address": "192.0.2.6:6346"})
+        for n, ping in enumerate(pings):
+            conn = 1 + n % 2
+            writer.message(2000 + n * 1000, conn, ping, Direction.IN if n < 2 else Direction.OUT)
+        writer.close_connection(9000, 1)
+        writer.close_connection(9500, 2, "done", Direction.OUT)
+    records = records_of(trace)
+    pcap = tmp_path / "t.pcapng"
+    export_pcap(trace, pcap, fmt="pcapng")  # the default node, 10.0.0.1:6346
+    back = tmp_path / "back.gtrace"
+    result = import_pcap(pcap, back)  # no node: found in the capture
+    assert result.node == NODE
+    header = read_header(back)
+    assert header.metadata["node"] == "10.0.0.1:6346"
+    assert header.metadata["node_from"] == "found in the capture"
+    imported = records_of(back)
+    for kind in (Kind.OPEN, Kind.MESSAGE, Kind.CLOSE):
+        assert [(r.direction, r.conn) for r in imported if r.kind == kind] == [
+            (r.direction, r.conn) for r in records if r.kind == kind
+        ], kind
+    assert [r.data for r in imported if r.kind == Kind.MESSAGE] == pings
+
+
+def test_found_node_is_the_endpoint_in_most_connections() -> None:
+    router, other = ("192.0.2.1", 6346), ("192.0.2.9", 6346)
+    scan = CaptureScan(
+        [
+            (("198.51.100.1", 40001), router),
+            (("198.51.100.2", 40002), router),
+            (("192.0.2.1", 51000), other),  # the router dialled out from another port
+        ]
+    )
+    assert scan.node() == router
+    # One connection each way: the acceptor of the most connections wins the tie.
+    assert CaptureScan([(other, router)]).node() == router
+
+
+def test_a_node_in_none_of_the_connections_is_refused_naming_what_was_seen(
+    tmp_path: Path,
+) -> None:
+    trace = tmp_path / "t.gtrace"
+    synth_trace(trace, duration=4, seed=2)
+    pcap = tmp_path / "t.pcap"
+    export_pcap(trace, pcap)
+    out = tmp_path / "out.gtrace"
+    with pytest.raises(NodeNotInCapture) as refused:
+        import_pcap(pcap, out, node=("127.0.0.1", 6346))
+    assert "node 127.0.0.1:6346 is in none of the capture's" in str(refused.value)
+    assert "10.0.0.1:6346" in str(refused.value)
+    assert not out.exists()
+    # Any port of the right host is the node.
+    assert import_pcap(pcap, out, node=("10.0.0.1", 0)).connections > 0

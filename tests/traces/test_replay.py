@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from twisted.internet import reactor, utils
 
 from gnurouter.stages.parser import ParserHandler
 from gnurouter.traces.format import Kind, TraceReader, TraceWriter
-from gnurouter.traces.replay import Replayer, ReplayOptions, attach_replay
+from gnurouter.traces.replay import Replayer, ReplayOptions, attach_replay, format_report
 from gnurouter.traces.synth import SynthConfig, Synthesizer
 from tests.conftest import DecisionWatch, wait_for
 from tests.traces.capture import bounded
@@ -189,3 +191,41 @@ async def test_trace_replay_command(start_router: Any, tmp_path: Path) -> None:
         utils.getProcessOutputAndValue(sys.executable, args, env=dict(os.environ), path=os.getcwd())
     )
     assert code == 2 and err.count(b"\n") == 1 and b"error" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_target_is_one_error_with_its_count(tmp_path: Path) -> None:
+    trace = tmp_path / "s.gtrace"
+    synth = write_synth(trace, duration=3, seed=3, framing_errors=0.0)
+    assert synth.summary.connections > 1
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = ReplayOptions(speed=None, drain=0.1)
+    report = await bounded(Replayer(reactor, str(trace), ("127.0.0.1", port), options).run(), 30)
+    assert report.error_count == report.connect_failures == synth.summary.connections
+    [summary] = report.error_summary()
+    assert summary.startswith(f"connect to 127.0.0.1:{port}: ")
+    assert summary.endswith(f"(x{synth.summary.connections})")
+    errors_line = format_report(report).splitlines()[-1]
+    assert errors_line.count("connect to") == 1, errors_line
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replay_stopped_early_says_so(
+    start_router: Any, tmp_path: Path, caplog: Any
+) -> None:
+    trace = tmp_path / "s.gtrace"
+    write_synth(trace, duration=60, seed=3, framing_errors=0.0)
+    router = start_router(conditioning="none")
+    args = argparse.Namespace(replay=str(trace), replay_speed=1.0, replay_loop=True)
+    with caplog.at_level(logging.INFO, logger="gnurouter.traces"):
+        replayer = attach_replay(reactor, router, args)
+        await wait_for(router, lambda: len(router.peers.established()) >= 1)
+        replayer.stop()  # as the router's shutdown does
+        report = await bounded(replayer.done)
+    assert report.interrupted and not report.ok
+    assert format_report(report).splitlines()[-1].startswith("INTERRUPTED")
+    said = [r.getMessage() for r in caplog.records if "replay of" in r.getMessage()]
+    assert len(said) == 1 and " stopped with the router:" in said[0]
+    assert " finished" not in said[0]

@@ -144,7 +144,20 @@ def test_bad_input_is_one_line_and_status_2(
     try:
         status = main(argv)
     except SystemExit as exit_:
-        status = exit_.code  # argparse errors
+        status = int(exit_.code or 0)  # argparse errors
     assert status == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and needle in err
+
+
+def test_synth_refuses_to_overwrite_a_file_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "kept.gtrace"
+    path.write_bytes(b"someone's recording")
+    assert main(["trace", "synth", str(path), "--duration", "5s"]) == 2
+    assert capsys.readouterr().err == f"gnurouter: error: {path} exists; --force overwrites it\n"
+    assert path.read_bytes() == b"someone's recording"
+    assert main(["trace", "synth", str(path), "--duration", "5s", "--force"]) == 0
+    with TraceReader(path) as reader:
+        assert any(True for _ in reader)

@@ -113,6 +113,8 @@ class Replayer:
 
     def stop(self) -> None:
         """End now: close every link and report (for a replay inside a stopping router)."""
+        if not self._finishing:
+            self.report.interrupted = True
         self.schedule.stop()
         self._finish()
 
@@ -326,7 +328,7 @@ def run_replay(path: str, target: tuple[str, int], options: ReplayOptions) -> Re
     if failure:
         failure[0].raiseException()
     if not result:  # interrupted before the report was made
-        replayer.report.error("interrupted")
+        replayer.report.interrupted = True
         return replayer.report
     return result[0]
 
@@ -351,7 +353,8 @@ def attach_replay(reactor: Any, router: Any, args: Any) -> Replayer:
     replayer = Replayer(reactor, args.replay, (host, port), options)
 
     def report(result: ReplayReport) -> ReplayReport:
-        log.info("replay of %s finished:\n%s", args.replay, format_report(result))
+        how = "stopped with the router" if result.interrupted else "finished"
+        log.info("replay of %s %s:\n%s", args.replay, how, format_report(result))
         return result
 
     def start() -> None:

@@ -57,8 +57,13 @@ class ReplayReport:
     max_concurrent: int = 0
     received_by_type: dict[str, int] = field(default_factory=dict)
     received_bytes: int = 0
+    #: Each distinct error text once, in order of first appearance (a refused target
+    #: refuses every connection with the same words), with how often it happened.
     errors: list[str] = field(default_factory=list)
+    error_repeats: Counter[str] = field(default_factory=Counter)
     error_count: int = 0
+    #: Stopped before the trace was done (Ctrl-C, or the router around it stopping).
+    interrupted: bool = False
     trace_error: TraceError | None = None
 
     @property
@@ -79,12 +84,21 @@ class ReplayReport:
 
     @property
     def ok(self) -> bool:
-        return self.error_count == 0 and self.trace_error is None
+        return self.error_count == 0 and self.trace_error is None and not self.interrupted
 
     def error(self, text: str) -> None:
         self.error_count += 1
-        if len(self.errors) < _ERROR_SAMPLES:
+        if text not in self.error_repeats and len(self.errors) < _ERROR_SAMPLES:
             self.errors.append(text)
+        if text in self.errors:
+            self.error_repeats[text] += 1
+
+    def error_summary(self) -> list[str]:
+        """The distinct errors, each once, with "(xN)" when it happened N > 1 times."""
+        return [
+            text + (f" (x{self.error_repeats[text]})" if self.error_repeats[text] > 1 else "")
+            for text in self.errors
+        ]
 
     def sent(self, written_at: float, records: Sequence[SentRecord]) -> None:
         """Count `records` handed to a socket at `written_at` (a monotonic time)."""
@@ -144,7 +158,8 @@ class ReplayReport:
                 "by_type": dict(sorted(self.received_by_type.items(), key=lambda kv: -kv[1])),
             },
             "errors": self.error_count,
-            "error_samples": self.errors,
+            "error_samples": self.error_summary(),
+            "interrupted": self.interrupted,
             "trace_error": str(self.trace_error) if self.trace_error else None,
             "ok": self.ok,
         }
@@ -191,8 +206,10 @@ def format_report(report: ReplayReport) -> str:
         f"{data['received']['bytes']:,} bytes"
         + _listed(": ", data["received"]["by_type"], "{k} {v:,}"),
         f"errors       {report.error_count}"
-        + (": " + "; ".join(report.errors[:5]) if report.errors else ""),
+        + (": " + "; ".join(report.error_summary()[:5]) if report.errors else ""),
     ]
     if report.trace_error is not None:
         lines.append(f"DAMAGED      {report.trace_error} (replayed the records before it)")
+    if report.interrupted:
+        lines.append("INTERRUPTED  stopped before the end of the trace")
     return "\n".join(lines)

@@ -1,17 +1,21 @@
 """manage.py serve: daphne and the poller in one process, ready to use.
 
-Applies migrations, creates the administrator account on first run (printing
-its password once), starts daphne on HOST:PORT with the poller on the same
-event loop, and prints the URL.  `--port 0` picks a free port.
+Applies migrations, creates the administrator account on first run, starts
+daphne on HOST:PORT with the poller on the same event loop, and prints the
+URL, then (until the administrator first signs in) the administrator's
+password in a box, last, where the log lines before it cannot bury it.
+`--port 0` picks a free port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -26,6 +30,14 @@ class Command(BaseCommand):
             help="serve only (a `manage.py watch_routers` elsewhere polls; needs REDIS_URL)",
         )
         parser.add_argument("--no-setup", action="store_true", help="skip migrate/admin setup")
+        parser.add_argument(
+            "--router",
+            action="append",
+            default=[],
+            metavar="NAME=URL",
+            help="watch this router (as `add_router NAME URL` does, its token from "
+            "GNUROUTER_CONTROL_TOKEN) after migrating; repeatable",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Installs Twisted's asyncio reactor: must come before anything imports a reactor.
@@ -37,9 +49,16 @@ class Command(BaseCommand):
         from dashboard.project.asgi import application
         from dashboard.routers import bootstrap
 
+        admin_password: str | None = None
         if not options["no_setup"]:
             bootstrap.migrate()
-            bootstrap.ensure_admin(self.stdout)
+            admin_password = bootstrap.ensure_admin() or bootstrap.unused_admin_password()
+        for spec in options["router"]:
+            # One process for migrate, add_router and serve: each Django start-up costs seconds.
+            name, equals, url = spec.partition("=")
+            if not equals:
+                raise CommandError(f"--router: expected NAME=URL, got {spec!r}")
+            call_command("add_router", name, url, stdout=io.StringIO())
 
         reactor: Any = _reactor  # zope interfaces are opaque to mypy
         poller_task: list[asyncio.Future[None]] = []
@@ -50,9 +69,13 @@ class Command(BaseCommand):
             poller = Poller()
 
         def ready() -> None:
+            urls = []
             for host, port in server.listening_addresses:
                 shown = f"[{host}]" if ":" in host else host
-                self.stdout.write(f"dashboard: http://{shown}:{port}/\n")
+                urls.append(f"http://{shown}:{port}/")
+                self.stdout.write(f"dashboard: {urls[-1]}\n")
+            if admin_password is not None:
+                self.stdout.write(bootstrap.admin_box(admin_password, urls[0] if urls else None))
             self.stdout.flush()
             if poller is not None:
                 reactor.callWhenRunning(

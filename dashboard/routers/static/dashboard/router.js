@@ -575,9 +575,12 @@
       Object.keys(p.drops || {}).forEach(function (k) { drops += p.drops[k]; reasons.push(k + ": " + p.drops[k]); });
       var flow = p.write_paused ? "write paused" : "flowing";
       if (p.state !== "established") flow = p.state + " · " + flow;
+      // Hops-Flow we asked of it while overloaded, and what it asked of us.
+      if (p.hops_flow_sent != null) flow += " · asked Hops-Flow " + p.hops_flow_sent;
+      if (p.hops_flow != null) flow += " · its Hops-Flow " + p.hops_flow;
       [[p.address, "mono"], [p.user_agent || "?", ""], [p.direction, ""], [fmtDuration(p.uptime), "num"],
        [fmt(p.messages_in), "num"], [fmt(p.messages_out), "num"],
-       [p.queued_messages + " / " + fmt(p.queued_bytes) + "B", "num"], [fmt(drops), "num"], [flow, p.write_paused ? "warn" : ""]]
+       [p.queued_messages + " / " + fmt(p.queued_bytes) + "B", "num"], [fmt(drops), "num"], [flow, p.write_paused || p.hops_flow_sent != null ? "warn" : ""]]
         .forEach(function (pair) { row.appendChild(el("td", pair[1], pair[0])); });
       row.lastChild.previousSibling.title = reasons.join(", ");
       body.appendChild(row);
